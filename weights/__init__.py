@@ -1,0 +1,1 @@
+"""Bundled preset weights and model cards (installed as the package ``vsgan.weights``)."""
