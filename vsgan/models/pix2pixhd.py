@@ -1,0 +1,400 @@
+"""`Pix2PixHD`: the conditional GAN as a `keras.Model` that trains with `fit()`.
+
+One generator forward pass per step feeds both updates: the discriminator learns to tell
+(input, target) from (input, generated) pairs at several scales; the generator learns to
+fool it and to match its features.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from vsgan import losses
+from vsgan.errors import InputError
+from vsgan.models import image_metrics
+from vsgan.models.discriminator import MultiScaleDiscriminator
+from vsgan.models.generator import GlobalGenerator, LocalEnhancer
+from vsgan.training import EnhancerSchedule, LinearDecay
+
+
+def _adam(learning_rate: float = 2e-4) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.999)
+
+
+def _build_generator(c: dict[str, Any]) -> keras.Model:
+    """The generator for a config; one independent generator per channel if split."""
+
+    def one(out_channels, name):
+        if c["n_local_enhancers"] > 0:
+            return LocalEnhancer(
+                c["in_channels"],
+                out_channels,
+                ngf=c["ngf"],
+                n_downsample=c["n_downsample"],
+                n_blocks=c["n_blocks"],
+                n_local_enhancers=c["n_local_enhancers"],
+                n_blocks_local=c["n_blocks_local"],
+                dropout=c["dropout"],
+                name=name,
+            )
+        return GlobalGenerator(
+            c["in_channels"],
+            out_channels,
+            ngf=c["ngf"],
+            n_downsample=c["n_downsample"],
+            n_blocks=c["n_blocks"],
+            dropout=c["dropout"],
+            name=name,
+        )
+
+    if not c["split_outputs"]:
+        return one(c["out_channels"], "generator")
+    # The seed trains one generator per stain; this stacks them into one stainer.
+    inputs = keras.Input((None, None, c["in_channels"]), name="label_free")
+    parts = [one(1, f"generator_{i}")(inputs) for i in range(c["out_channels"])]
+    outputs = keras.layers.Concatenate(name="stains", dtype="float32")(parts)
+    return keras.Model(inputs, outputs, name="generator")
+
+
+@keras.saving.register_keras_serializable(package="vsgan")
+class Pix2PixHD(keras.Model):
+    """Pix2PixHD conditional GAN for virtual staining (label-free image -> stain).
+
+    Images are NHWC float32 in model units (targets in [-1, 1], the tanh range);
+    `vsgan.data` and `vsgan.stain` convert raw intensities using `normalization`.
+
+    Args:
+        in_channels: label-free input channels.
+        out_channels: stain channels to predict.
+        ngf: generator filters at the finest level.
+        n_downsample: stride-2 convolutions of the global generator.
+        n_blocks: residual blocks of the global generator.
+        n_local_enhancers: coarse-to-fine enhancer levels (0: global generator only).
+        n_blocks_local: residual blocks per local enhancer.
+        ndf: discriminator filters of the first layer.
+        num_d: discriminator scales.
+        n_layers_d: strided layers per PatchGAN.
+        dropout: residual-block dropout; also what `sample` uses for Monte-Carlo draws.
+        gan_loss: "lsgan" (pix2pixHD), "hinge" or "bce" (non-saturating).
+        lambda_feat: feature-matching weight (10).
+        lambda_l1: pixel L1 weight (0 in pix2pixHD; 100 in pix2pix).
+        split_outputs: one independent generator per output channel (the seed's layout).
+        input_channels: names of the input channels (default "input0", ...).
+        output_channels: names of the stains (default "stain0", ...).
+        normalization: `{"input": cfg, "target": cfg}` of `vsgan.data.Normalization`
+            configs, stored so predictions come back in target units.
+
+    Example:
+    >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1, ndf=8)
+    >>> model.compile()
+    >>> x = np.zeros((2, 32, 32, 1), "float32")
+    >>> history = model.fit(x, x, epochs=1, verbose=0)
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        ngf: int = 64,
+        n_downsample: int = 4,
+        n_blocks: int = 9,
+        n_local_enhancers: int = 0,
+        n_blocks_local: int = 3,
+        ndf: int = 64,
+        num_d: int = 3,
+        n_layers_d: int = 3,
+        dropout: float = 0.0,
+        gan_loss: str = "lsgan",
+        lambda_feat: float = 10.0,
+        lambda_l1: float = 0.0,
+        split_outputs: bool = False,
+        input_channels: list[str] | None = None,
+        output_channels: list[str] | None = None,
+        normalization: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        losses._check(gan_loss)
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise InputError(f"{arg}={value!r}: give a positive number of channels.")
+        input_channels = list(input_channels or [f"input{i}" for i in range(in_channels)])
+        output_channels = list(output_channels or [f"stain{i}" for i in range(out_channels)])
+        if len(input_channels) != in_channels or len(output_channels) != out_channels:
+            raise InputError(
+                f"{len(input_channels)} input and {len(output_channels)} output channel names "
+                f"for {in_channels} -> {out_channels} channels: give one name per channel."
+            )
+        self._config = dict(
+            in_channels=int(in_channels),
+            out_channels=int(out_channels),
+            ngf=ngf,
+            n_downsample=n_downsample,
+            n_blocks=n_blocks,
+            n_local_enhancers=n_local_enhancers,
+            n_blocks_local=n_blocks_local,
+            ndf=ndf,
+            num_d=num_d,
+            n_layers_d=n_layers_d,
+            dropout=float(dropout),
+            gan_loss=gan_loss,
+            lambda_feat=float(lambda_feat),
+            lambda_l1=float(lambda_l1),
+            split_outputs=bool(split_outputs),
+            input_channels=input_channels,
+            output_channels=output_channels,
+            normalization=normalization,
+        )
+        for key, value in self._config.items():
+            setattr(self, key, value)
+        self.multiple = 2 ** (n_downsample + n_local_enhancers)
+        self.generator = _build_generator(self._config)
+        self.discriminator = MultiScaleDiscriminator(
+            in_channels + out_channels, ndf, num_d, n_layers_d, name="discriminator"
+        )
+        names = ["d_loss", "g_loss", "g_gan", "g_feat"] + (["g_l1"] if lambda_l1 else [])
+        self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.image_trackers = {n: keras.metrics.Mean(name=n) for n in ("psnr", "ssim", "pearson_r")}
+        self.g_optimizer = self.d_optimizer = None
+        self.built = True
+
+    # ----------------------------------------------------------------- compile
+    def compile(
+        self,
+        g_optimizer: keras.optimizers.Optimizer | None = None,
+        d_optimizer: keras.optimizers.Optimizer | None = None,
+        *,
+        niter: int = 100,
+        niter_decay: int = 100,
+        niter_fix_global: int = 0,
+        perceptual_model: keras.Model | None = None,
+        lambda_perceptual: float = 10.0,
+        **kwargs,
+    ):
+        """Configures training with the original defaults.
+
+        Args:
+            g_optimizer: generator optimizer (default Adam 2e-4, beta_1 0.5).
+            d_optimizer: discriminator optimizer (same default; a separate instance).
+            niter: epochs at the initial learning rate.
+            niter_decay: epochs of linear decay to 0 afterwards (`fit` adds `LinearDecay`).
+            niter_fix_global: epochs during which G1 of a local enhancer stays frozen.
+            perceptual_model: optional feature extractor (any Keras model taking the
+                stain channels); its L1 feature distance is added to the generator loss.
+                Nothing is downloaded; it is not saved with the model.
+            lambda_perceptual: weight of the perceptual loss.
+            **kwargs: passed to `keras.Model.compile` (e.g. `steps_per_execution`).
+        """
+        kwargs.setdefault("jit_compile", False)  # XLA recompiles per size and is slower on CPU
+        super().compile(optimizer=None, **kwargs)
+        self.g_optimizer = g_optimizer or _adam()
+        self.d_optimizer = d_optimizer or _adam()
+        self.base_learning_rates = tuple(
+            float(ops.convert_to_numpy(opt.learning_rate))
+            if not isinstance(opt._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+            else None
+            for opt in (self.g_optimizer, self.d_optimizer)
+        )
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # compile() only wraps self.optimizer; float16 gradients need loss scaling.
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.niter, self.niter_decay, self.niter_fix_global = niter, niter_decay, niter_fix_global
+        self.perceptual_model, self.lambda_perceptual = perceptual_model, lambda_perceptual
+        self._compile_args = dict(
+            niter=niter,
+            niter_decay=niter_decay,
+            niter_fix_global=niter_fix_global,
+            lambda_perceptual=lambda_perceptual,
+        )
+
+    def get_compile_config(self):
+        if self.g_optimizer is None:
+            return None
+
+        def inner(opt):
+            return opt.inner_optimizer if hasattr(opt, "inner_optimizer") else opt
+
+        return {
+            "g_optimizer": keras.optimizers.serialize(inner(self.g_optimizer)),
+            "d_optimizer": keras.optimizers.serialize(inner(self.d_optimizer)),
+            **self._compile_args,
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        g = keras.optimizers.deserialize(config.pop("g_optimizer"))
+        d = keras.optimizers.deserialize(config.pop("d_optimizer"))
+        self.compile(g, d, **config)
+
+    @property
+    def metrics(self):
+        return [*self.loss_trackers.values(), *self.image_trackers.values()]
+
+    # ---------------------------------------------------------------- training
+    def call(self, x, training=False):
+        return self.generator(x, training=training)
+
+    def _compute_losses(self, x, y, fake, training):
+        pair = lambda img: ops.concatenate([x, img], axis=-1)  # noqa: E731
+        d_fake = self.discriminator(pair(fake), training=training)
+        d_real = self.discriminator(pair(y), training=training)
+        values = {
+            "d_loss": losses.discriminator_loss(d_real, d_fake, self.gan_loss),
+            "g_gan": losses.generator_adversarial_loss(d_fake, self.gan_loss),
+            "g_feat": losses.feature_matching_loss(
+                d_real, d_fake, self.n_layers_d, self.lambda_feat
+            ),
+        }
+        g_loss = values["g_gan"] + values["g_feat"]
+        if self.lambda_l1:
+            values["g_l1"] = ops.mean(ops.abs(fake - y))
+            g_loss += self.lambda_l1 * values["g_l1"]
+        if self.perceptual_model is not None:
+            g_loss += self.lambda_perceptual * self._perceptual(fake, y)
+        values["g_loss"] = g_loss
+        return values
+
+    def _perceptual(self, fake, y):
+        f, r = self.perceptual_model(fake), self.perceptual_model(y)
+        f, r = (f, r) if isinstance(f, list | tuple) else ([f], [r])
+        return sum(
+            ops.mean(ops.abs(ops.cast(a, "float32") - ops.stop_gradient(ops.cast(b, "float32"))))
+            for a, b in zip(f, r)
+        )
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
+        # Replica gradients are summed, so each replica contributes its mean / replicas.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = self.generator(x, training=True)  # the one generator pass of the step
+            values = self._compute_losses(x, y, fake, training=True)
+            d_loss = self.d_optimizer.scale_loss(values["d_loss"] / replicas)
+            g_loss = self.g_optimizer.scale_loss(values["g_loss"] / replicas)
+        # Both gradients come from the same weights; D is updated first, then G.
+        d_grads = d_tape.gradient(d_loss, d_vars)
+        g_grads = g_tape.gradient(g_loss, g_vars)
+        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+        for name, tracker in self.loss_trackers.items():
+            tracker.update_state(values[name])
+        return {name: t.result() for name, t in self.loss_trackers.items()}
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
+        fake = self.generator(x, training=False)
+        values = self._compute_losses(x, y, fake, training=False)
+        for name, tracker in self.loss_trackers.items():
+            tracker.update_state(values[name])
+        for name, fn in (
+            ("psnr", image_metrics.psnr),
+            ("ssim", image_metrics.ssim),
+            ("pearson_r", image_metrics.pearson_r),
+        ):
+            self.image_trackers[name].update_state(fn(fake, y))
+        return {m.name: m.result() for m in self.metrics}
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, plus the learning-rate and local-enhancer schedules.
+
+        The schedules follow the `compile` settings unless `callbacks` holds a
+        `LinearDecay` or `EnhancerSchedule` of its own.
+        """
+        callbacks = list(callbacks or [])
+        if self.g_optimizer is None:
+            raise RuntimeError("Call model.compile() before model.fit().")
+        if not any(isinstance(c, LinearDecay) for c in callbacks):
+            callbacks.insert(0, LinearDecay(self.niter, self.niter_decay))
+        if self.n_local_enhancers and not self.split_outputs and self.niter_fix_global:
+            if not any(isinstance(c, EnhancerSchedule) for c in callbacks):
+                callbacks.insert(0, EnhancerSchedule(self.niter_fix_global))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def load_global_weights(self, global_model: Pix2PixHD) -> None:
+        """Copies a separately trained global generator into this model's G1.
+
+        Args:
+            global_model: a `Pix2PixHD` with `n_local_enhancers=0` and
+                `ngf * 2**n_local_enhancers` filters (its output head is dropped).
+        """
+        source = global_model.generator
+        for layer in self.generator.global_layers():
+            src = source.get_layer(layer.name.removeprefix("global_"))
+            layer.set_weights(src.get_weights())
+
+    # --------------------------------------------------------------- inference
+    def check_input(self, x) -> np.ndarray:
+        """Returns `x` as a float32 (B, H, W, C) batch, or raises `InputError` saying why."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"Input dtype {x.dtype} is not numeric: pass an image array.")
+        if x.ndim == 2 and self.in_channels == 1:
+            x = x[None, :, :, None]
+        elif x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != self.in_channels:
+            raise InputError(
+                f"Input shape {x.shape} does not fit this model: it takes (B, H, W, "
+                f"{self.in_channels}) or (H, W, {self.in_channels}) label-free images "
+                f"({', '.join(self.input_channels)})."
+            )
+        if min(x.shape[1:3]) < 1:
+            raise InputError(f"Input shape {x.shape} is empty: pass an image with pixels.")
+        x = x.astype("float32", copy=False)
+        if not np.isfinite(x).all():
+            raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
+        return x
+
+    @tf.function(reduce_retracing=True)
+    def _stochastic_pass(self, x):
+        return self.generator(x, training=True)
+
+    def sample(self, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
+        """Draws `n` Monte-Carlo-dropout predictions per image, in batched passes.
+
+        Args:
+            x: (B, H, W, C) or (H, W, C) input in model units.
+            n: number of samples.
+            batch_size: images per generator call.
+
+        Returns:
+            float32 array (n, B, H, W, out_channels). Without dropout all samples
+            are equal: the generator is deterministic.
+        """
+        x = self.check_input(x)
+        stacked = np.concatenate([x] * int(n), axis=0)
+        outs = [
+            ops.convert_to_numpy(self._stochastic_pass(stacked[i : i + batch_size]))
+            for i in range(0, len(stacked), batch_size)
+        ]
+        return np.concatenate(outs).reshape(n, *x.shape[:3], self.out_channels)
+
+    def export_generator(self, path: str | os.PathLike, overwrite: bool = False) -> str:
+        """Writes a SavedModel that stains any H x W; see `vsgan.export.export_generator`."""
+        from vsgan.export import export_generator
+
+        return export_generator(self, path, overwrite=overwrite)
+
+    # ----------------------------------------------------------------- config
+    def get_config(self):
+        return {**super().get_config(), **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("trainable", None)
+        config.pop("dtype", None)
+        return cls(**config)

@@ -1,0 +1,66 @@
+"""Training schedules of pix2pixHD as Keras callbacks.
+
+`Pix2PixHD.fit` adds both automatically from its compile settings, so a plain
+`model.fit(...)` follows the original recipe; pass your own instance to override.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+class LinearDecay(keras.callbacks.Callback):
+    """Constant learning rate for `niter` epochs, then linear decay to 0 over `niter_decay`.
+
+    Applied to both the generator's and the discriminator's optimizer at the start of
+    every epoch, from the absolute epoch index, so resumed runs land on the same rate.
+
+    Args:
+        niter: epochs at the initial learning rate.
+        niter_decay: epochs of linear decay (0 keeps the rate constant).
+    """
+
+    def __init__(self, niter: int = 100, niter_decay: int = 100):
+        super().__init__()
+        self.niter, self.niter_decay = int(niter), int(niter_decay)
+
+    def factor(self, epoch: int) -> float:
+        """The multiplier of the initial learning rate during `epoch` (0-based)."""
+        if self.niter_decay <= 0 or epoch < self.niter:
+            return 1.0
+        return max(0.0, 1.0 - (epoch - self.niter) / self.niter_decay)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        model = self.model
+        for optimizer, base in (
+            (model.g_optimizer, model.base_learning_rates[0]),
+            (model.d_optimizer, model.base_learning_rates[1]),
+        ):
+            if base is not None:
+                optimizer.learning_rate = base * self.factor(epoch)
+
+
+class EnhancerSchedule(keras.callbacks.Callback):
+    """Freezes the global generator G1 for the first `niter_fix_global` epochs.
+
+    pix2pixHD trains G1 alone first (a `Pix2PixHD` with `n_local_enhancers=0` and
+    twice the filters, at half resolution), copies it in with
+    `Pix2PixHD.load_global_weights`, trains the local enhancers with G1 frozen, then
+    everything jointly. Changing `trainable` needs a new train function, so this
+    callback rebuilds it when the phase changes.
+
+    Args:
+        niter_fix_global: epochs during which G1 stays frozen.
+    """
+
+    def __init__(self, niter_fix_global: int):
+        super().__init__()
+        self.niter_fix_global = int(niter_fix_global)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        frozen = epoch < self.niter_fix_global
+        layers = self.model.generator.global_layers()
+        if any(layer.trainable == frozen for layer in layers):
+            for layer in layers:
+                layer.trainable = not frozen
+            self.model.make_train_function(force=True)
