@@ -1,4 +1,4 @@
-"""Pix2PixHD generators: the global ResNet generator (G1) and the coarse-to-fine local enhancer (G2).
+"""Pix2PixHD generators: the global ResNet generator G1 and the coarse-to-fine local enhancer.
 
 Layer order and padding follow the original PyTorch code exactly, so its checkpoints load
 by layer order (see `vsgan.convert`). Both generators pad any input to the size multiple
