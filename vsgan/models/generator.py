@@ -140,7 +140,7 @@ class GlobalGenerator(keras.Model):
         x = PadToMultiple(2**n_downsample, name="pad_to_multiple")(inputs)
         x = global_trunk(x, ngf, n_downsample, n_blocks, dropout)
         x = _output_head(x, out_channels, "conv_out")
-        outputs = CropLike(name="crop")([x, inputs])
+        outputs = CropLike(name="crop", dtype="float32")([x, inputs])
         super().__init__(inputs, outputs, **kwargs)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.ngf, self.n_downsample, self.n_blocks = ngf, n_downsample, n_blocks
@@ -217,7 +217,7 @@ class LocalEnhancer(keras.Model):
                 x = ResnetBlock(filters * 2, dropout, name=f"{name}block{b}")(x)
             x = _upsample(x, filters, f"{name}up")
         x = _output_head(x, out_channels, "conv_out")
-        outputs = CropLike(name="crop")([x, inputs])
+        outputs = CropLike(name="crop", dtype="float32")([x, inputs])
         super().__init__(inputs, outputs, **kwargs)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.ngf, self.n_downsample, self.n_blocks = ngf, n_downsample, n_blocks

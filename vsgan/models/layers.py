@@ -86,10 +86,11 @@ class Downsample(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vsgan")
 class PadToMultiple(keras.layers.Layer):
-    """Reflect-pads height and width at the bottom and right up to a multiple.
+    """Mirror-pads height and width at the bottom and right up to a multiple.
 
     The generator halves the image `n_downsample` times, so it needs sizes divisible by
-    `2**n_downsample`. Padding inside the model lets users pass any size.
+    `2**n_downsample`, and at least twice that, so the bottleneck is wide enough to
+    reflect-pad. Padding inside the model lets users pass any size.
 
     Args:
         multiple: the size granularity the network needs.
@@ -101,14 +102,19 @@ class PadToMultiple(keras.layers.Layer):
 
     def call(self, x):
         shape = ops.shape(x)
-        ph = (-shape[1]) % self.multiple
-        pw = (-shape[2]) % self.multiple
-        # Symmetric mode tolerates images smaller than the pad, unlike reflect.
-        return ops.pad(x, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="symmetric")
+        for axis in (1, 2):
+            n = shape[axis]
+            # Symmetric (edge-repeating) mirror indices, valid for pads longer than the
+            # image, which ops.pad's mirror modes refuse.
+            size = ops.maximum(n + (-n) % self.multiple, 2 * self.multiple)
+            i = ops.arange(size) % (2 * n)
+            x = ops.take(x, ops.where(i < n, i, 2 * n - 1 - i), axis=axis)
+        return x
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
-        up = lambda n: None if n is None else -(-n // self.multiple) * self.multiple  # noqa: E731
+        m = self.multiple
+        up = lambda n: None if n is None else max(-(-n // m) * m, 2 * m)  # noqa: E731
         return (b, up(h), up(w), c)
 
     def get_config(self):

@@ -358,6 +358,27 @@ class Pix2PixHD(keras.Model):
             raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
         return x
 
+    def normalizers(self):
+        """The (input, target) `vsgan.data.Normalization` pair that maps raw units.
+
+        Without stored statistics each input field is scaled by its own 1-99.8
+        percentiles into [-1, 1] and the output's [-1, 1] is mapped to [0, 1].
+        """
+        from vsgan.data.normalize import Normalization
+
+        stored = self.normalization or {}
+        if "input" in stored:
+            inp = Normalization.from_config(stored["input"])
+        else:
+            inp = Normalization("percentile", per_field=True)
+        if "target" in stored:
+            tgt = Normalization.from_config(stored["target"])
+        else:
+            tgt = Normalization(
+                "fixed", offset=[0.5] * self.out_channels, scale=[0.5] * self.out_channels
+            )
+        return inp, tgt
+
     @tf.function(reduce_retracing=True)
     def _stochastic_pass(self, x):
         return self.generator(x, training=True)

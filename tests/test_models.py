@@ -1,0 +1,123 @@
+"""Generators and discriminators: the original architecture, sizes, dropout, configs."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+import vsgan
+from vsgan.errors import InputError
+
+rng = np.random.default_rng(0)
+
+
+def test_default_global_generator_has_the_original_parameter_count():
+    assert vsgan.GlobalGenerator(1, 1).count_params() == 182_430_721
+
+
+def test_three_downsamplings_give_about_45_6_million_parameters():
+    assert round(vsgan.GlobalGenerator(1, 1, n_downsample=3).count_params() / 1e6, 1) == 45.6
+
+
+def test_conv_kernels_are_initialised_normal_0_02():
+    g = vsgan.GlobalGenerator(1, 1, ngf=32, n_downsample=2, n_blocks=2)
+    kernel = keras.ops.convert_to_numpy(g.get_layer("block0").conv1.kernel).ravel()
+    assert abs(kernel.mean()) < 0.002 and 0.019 < kernel.std() < 0.021
+
+
+@pytest.mark.parametrize("size", [(32, 32), (30, 45), (7, 3), (64, 17)])
+def test_generator_serves_any_size_in_tanh_range(size):
+    g = vsgan.GlobalGenerator(2, 3, ngf=4, n_downsample=3, n_blocks=1)
+    y = keras.ops.convert_to_numpy(g(rng.normal(size=(2, *size, 2)).astype("float32")))
+    assert y.shape == (2, *size, 3)
+    assert np.all(np.abs(y) <= 1.0)
+
+
+def test_dropout_is_off_at_inference_and_on_for_sampling():
+    g = vsgan.GlobalGenerator(1, 1, ngf=8, n_downsample=2, n_blocks=2, dropout=0.2)
+    x = rng.normal(size=(1, 32, 32, 1)).astype("float32")
+    a, b = (keras.ops.convert_to_numpy(g(x, training=False)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    c, d = (keras.ops.convert_to_numpy(g(x, training=True)) for _ in range(2))
+    assert np.abs(c - d).max() > 1e-4
+
+
+def test_local_enhancer_sums_global_features_and_marks_g1_layers():
+    g = vsgan.LocalEnhancer(1, 2, ngf=4, n_downsample=2, n_blocks=1, n_blocks_local=1)
+    assert g.multiple == 8
+    assert g(np.zeros((1, 20, 27, 1), "float32")).shape == (1, 20, 27, 2)
+    add = g.get_layer("local1_sum")
+    assert isinstance(add, keras.layers.Add)
+    # G1 is built with twice the filters and has no output head.
+    assert g.get_layer("global_conv_in_conv").filters == 8
+    names = {layer.name for layer in g.global_layers()}
+    assert "global_block0" in names and not any("conv_out" in n for n in names)
+
+
+def test_patchgan_outputs_every_layer_with_the_original_patch_sizes():
+    d = vsgan.PatchDiscriminator(2, ndf=8, n_layers=3)
+    feats = d(np.zeros((1, 512, 512, 2), "float32"))
+    assert len(feats) == 5
+    assert feats[-1].shape == (1, 67, 67, 1)
+    assert [f.shape[-1] for f in feats] == [8, 16, 32, 64, 1]
+    assert vsgan.PatchDiscriminator(2, ndf=64).count_params() == 2_763_713
+
+
+def test_multiscale_discriminator_sees_pooled_inputs():
+    d = vsgan.MultiScaleDiscriminator(2, ndf=4, num_d=3)
+    outs = d(np.zeros((2, 256, 256, 2), "float32"))
+    assert [s[-1].shape[1] for s in outs] == [35, 19, 11]
+
+
+def test_pix2pixhd_config_round_trip_rebuilds_the_same_architecture():
+    m = vsgan.Pix2PixHD(2, 3, dropout=0.2, lambda_l1=5.0, output_channels=["a", "b", "c"], **TINY)
+    m2 = vsgan.Pix2PixHD.from_config(m.get_config())
+    assert m2.get_config() == m.get_config()
+    assert m2.generator.count_params() == m.generator.count_params()
+    assert m2.output_channels == ["a", "b", "c"] and m2.input_channels == ["input0", "input1"]
+
+
+def test_split_outputs_builds_one_generator_per_stain():
+    m = vsgan.Pix2PixHD(1, 2, split_outputs=True, **TINY)
+    single = vsgan.Pix2PixHD(1, 1, **TINY).generator.count_params()
+    assert m.generator.count_params() == 2 * single
+    assert m.generator(np.zeros((1, 16, 16, 1), "float32")).shape == (1, 16, 16, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(in_channels=0), "in_channels"),
+        (dict(gan_loss="wgan"), "lsgan"),
+        (dict(output_channels=["a", "b"]), "one name per channel"),
+    ],
+)
+def test_bad_constructor_arguments_say_what_to_fix(kwargs, message):
+    with pytest.raises((InputError, ValueError), match=message):
+        vsgan.Pix2PixHD(**{"in_channels": 1, "out_channels": 1, **TINY, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((1, 8, 8, 3), "float32"), "does not fit this model"),
+        (np.full((8, 8, 1), np.nan, "float32"), "NaN"),
+        (np.array([["a"]]), "not numeric"),
+        (np.zeros((1, 0, 8, 1), "float32"), "empty"),
+    ],
+)
+def test_sample_rejects_bad_input_clearly(x, message):
+    m = vsgan.Pix2PixHD(1, 1, **TINY)
+    with pytest.raises(InputError, match=message):
+        m.sample(x, 2)
+
+
+def test_sample_draws_distinct_samples_only_with_dropout():
+    x = rng.normal(size=(3, 16, 24, 1)).astype("float32")
+    with_dropout = vsgan.Pix2PixHD(1, 2, dropout=0.3, **TINY).sample(x, n=4, batch_size=5)
+    assert with_dropout.shape == (4, 3, 16, 24, 2)
+    assert with_dropout.std(axis=0).mean() > 1e-3
+    without = vsgan.Pix2PixHD(1, 2, dropout=0.0, **TINY)
+    samples = without.sample(x, n=3)
+    np.testing.assert_allclose(samples[0], samples[2], atol=1e-6)
+    np.testing.assert_allclose(samples[1], without.generator.predict(x, verbose=0), atol=1e-5)
