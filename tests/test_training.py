@@ -43,6 +43,13 @@ def test_fit_updates_both_networks_and_logs_losses_and_image_metrics():
     assert any(np.abs(a - np.array(b)).max() > 0 for a, b in zip(d0, model.discriminator.weights))
 
 
+@pytest.mark.parametrize("num_d", [1, 3])
+def test_any_number_of_discriminator_scales_trains(num_d):
+    x, y = pairs(n=2)
+    history = tiny(num_d=num_d).fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["g_loss"]).all()
+
+
 def test_one_generator_forward_pass_per_training_step(monkeypatch):
     x, y = pairs(n=4)
     model = vsgan.Pix2PixHD(1, 1, **TINY)

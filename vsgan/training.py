@@ -6,7 +6,17 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+
 import keras
+
+from vsgan.errors import VsganError
+
+
+class TrainingDiverged(VsganError, RuntimeError):
+    """A loss became NaN or Inf."""
 
 
 class LinearDecay(keras.callbacks.Callback):
@@ -64,3 +74,73 @@ class EnhancerSchedule(keras.callbacks.Callback):
             for layer in layers:
                 layer.trainable = not frozen
             self.model.make_train_function(force=True)
+
+
+class SyncSamplerEpoch(keras.callbacks.Callback):
+    """Tells a `vsgan.data.PatchSampler` which epoch starts, so resumed runs draw the same crops.
+
+    Args:
+        sampler: the sampler behind the training dataset (`dataset.sampler`).
+    """
+
+    def __init__(self, sampler):
+        super().__init__()
+        self.sampler = sampler
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sampler.epoch = epoch
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (`.keras`) after every epoch under a temporary name, then renames.
+
+    A crash or full disk during the write leaves the previous checkpoint intact.
+
+    Args:
+        path: the `.keras` file to keep up to date.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        atomic_save(self.model, self.path)
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or Inf loss, naming the step; checkpoints stay intact."""
+
+    def __init__(self, checkpoint: str | None = None):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+        if bad:
+            self.model.stop_training = True
+            where = f" The last good checkpoint is {self.checkpoint}." if self.checkpoint else ""
+            raise TrainingDiverged(
+                f"Loss became {bad} at epoch {self.epoch + 1}, step {batch + 1}: training "
+                f"stopped.{where} Fix: lower the learning rate, check the data for NaN, or "
+                "use float32."
+            )
+
+
+def atomic_save(model: keras.Model, path: str | os.PathLike) -> None:
+    """`model.save(path)` through a temporary file in the same folder and `os.replace`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

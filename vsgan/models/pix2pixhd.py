@@ -82,6 +82,8 @@ class Pix2PixHD(keras.Model):
         n_layers_d: strided layers per PatchGAN.
         dropout: residual-block dropout; also what `sample` uses for Monte-Carlo draws.
         gan_loss: "lsgan" (pix2pixHD), "hinge" or "bce" (non-saturating).
+        lambda_gan: adversarial weight (1). With `lambda_gan=0, lambda_feat=0` the
+            discriminator is skipped: a plain regression model (the L1 baseline).
         lambda_feat: feature-matching weight (10).
         lambda_l1: pixel L1 weight (0 in pix2pixHD; 100 in pix2pix).
         split_outputs: one independent generator per output channel (the seed's layout).
@@ -111,6 +113,7 @@ class Pix2PixHD(keras.Model):
         n_layers_d: int = 3,
         dropout: float = 0.0,
         gan_loss: str = "lsgan",
+        lambda_gan: float = 1.0,
         lambda_feat: float = 10.0,
         lambda_l1: float = 0.0,
         split_outputs: bool = False,
@@ -144,6 +147,7 @@ class Pix2PixHD(keras.Model):
             n_layers_d=n_layers_d,
             dropout=float(dropout),
             gan_loss=gan_loss,
+            lambda_gan=float(lambda_gan),
             lambda_feat=float(lambda_feat),
             lambda_l1=float(lambda_l1),
             split_outputs=bool(split_outputs),
@@ -158,7 +162,9 @@ class Pix2PixHD(keras.Model):
         self.discriminator = MultiScaleDiscriminator(
             in_channels + out_channels, ndf, num_d, n_layers_d, name="discriminator"
         )
-        names = ["d_loss", "g_loss", "g_gan", "g_feat"] + (["g_l1"] if lambda_l1 else [])
+        self.adversarial = bool(lambda_gan or lambda_feat)
+        names = ["d_loss", "g_gan", "g_feat"] if self.adversarial else []
+        names = ["g_loss", *names] + (["g_l1"] if lambda_l1 or not self.adversarial else [])
         self.loss_trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.image_trackers = {n: keras.metrics.Mean(name=n) for n in ("psnr", "ssim", "pearson_r")}
         self.g_optimizer = self.d_optimizer = None
@@ -244,24 +250,27 @@ class Pix2PixHD(keras.Model):
         return self.generator(x, training=training)
 
     def _compute_losses(self, x, y, fake, training):
-        pair = lambda img: ops.concatenate([x, img], axis=-1)  # noqa: E731
-        d_fake = self.discriminator(pair(fake), training=training)
-        d_real = self.discriminator(pair(y), training=training)
-        values = {
-            "d_loss": losses.discriminator_loss(d_real, d_fake, self.gan_loss),
-            "g_gan": losses.generator_adversarial_loss(d_fake, self.gan_loss),
-            "g_feat": losses.feature_matching_loss(
+        values = {"g_loss": 0.0}
+        if self.adversarial:
+            pair = lambda img: ops.concatenate([x, img], axis=-1)  # noqa: E731
+            d_fake = self._scales(self.discriminator(pair(fake), training=training))
+            d_real = self._scales(self.discriminator(pair(y), training=training))
+            values["d_loss"] = losses.discriminator_loss(d_real, d_fake, self.gan_loss)
+            values["g_gan"] = losses.generator_adversarial_loss(d_fake, self.gan_loss)
+            values["g_feat"] = losses.feature_matching_loss(
                 d_real, d_fake, self.n_layers_d, self.lambda_feat
-            ),
-        }
-        g_loss = values["g_gan"] + values["g_feat"]
-        if self.lambda_l1:
+            )
+            values["g_loss"] = self.lambda_gan * values["g_gan"] + values["g_feat"]
+        if "g_l1" in self.loss_trackers:
             values["g_l1"] = ops.mean(ops.abs(fake - y))
-            g_loss += self.lambda_l1 * values["g_l1"]
+            values["g_loss"] += (self.lambda_l1 or 1.0) * values["g_l1"]
         if self.perceptual_model is not None:
-            g_loss += self.lambda_perceptual * self._perceptual(fake, y)
-        values["g_loss"] = g_loss
+            values["g_loss"] += self.lambda_perceptual * self._perceptual(fake, y)
         return values
+
+    def _scales(self, outputs):
+        # Keras returns one scale's list of feature maps unnested: nest it again.
+        return outputs if isinstance(outputs[0], list | tuple) else [outputs]
 
     def _perceptual(self, fake, y):
         f, r = self.perceptual_model(fake), self.perceptual_model(y)
@@ -281,12 +290,14 @@ class Pix2PixHD(keras.Model):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(x, training=True)  # the one generator pass of the step
             values = self._compute_losses(x, y, fake, training=True)
-            d_loss = self.d_optimizer.scale_loss(values["d_loss"] / replicas)
             g_loss = self.g_optimizer.scale_loss(values["g_loss"] / replicas)
+            if self.adversarial:
+                d_loss = self.d_optimizer.scale_loss(values["d_loss"] / replicas)
         # Both gradients come from the same weights; D is updated first, then G.
-        d_grads = d_tape.gradient(d_loss, d_vars)
+        if self.adversarial:
+            d_grads = d_tape.gradient(d_loss, d_vars)
+            self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
         g_grads = g_tape.gradient(g_loss, g_vars)
-        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(values[name])
