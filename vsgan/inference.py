@@ -1,0 +1,390 @@
+"""`stain`: a whole raw label-free field in, its virtual stain (and uncertainty) out.
+
+This is the one place that turns raw intensities into model inputs and back:
+
+1. validate the image and normalise it with the statistics stored in the model;
+2. cut the field into overlapping tiles (padded to the network's size multiple);
+3. run the generator on batches of tiles, optionally several Monte-Carlo-dropout samples
+   and the 8 flips/rotations of test-time augmentation per tile;
+4. invert the target normalisation, reduce the samples to a mean and a standard deviation
+   per tile, and blend the tiles into the field with a smooth window.
+
+Why tiles with a smooth blend: instance normalisation makes every tile see its own local
+statistics, so neighbouring tiles disagree slightly; cutting them at hard borders leaves
+seams. Each tile's weight rises as a raised cosine over the whole overlap with its
+neighbour (and is 1 at the field's own edges), and the weights of overlapping tiles sum
+to 1, so the prediction moves smoothly from one tile to the next. The default tile
+(512 px) matches the seed's largest training crops, so tiles see statistics like those the
+model was trained on; the default overlap is a quarter tile. Memory is bounded by the tile
+batch, not the field: the input is normalised tile by tile, so besides the caller's raw
+field only the output accumulators are field-sized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vsgan.errors import InputError
+
+__all__ = ["DEFAULT_TILE_SIZE", "StainResult", "TileGrid", "stain", "tile_grid"]
+
+DEFAULT_TILE_SIZE = 512
+# Monte-Carlo samples of one tile per generator call are capped by batch_size.
+DEFAULT_BATCH_SIZE = 4
+
+
+@dataclasses.dataclass
+class StainResult:
+    """The virtual stain of one field.
+
+    Attributes:
+        mean: (H, W, C_out) float32 mean prediction in target units.
+        std: (H, W, C_out) float32 per-pixel standard deviation over the Monte-Carlo samples
+            and test-time-augmentation views (ddof=1), target units; None for a single
+            deterministic pass.
+        samples: Monte-Carlo-dropout samples per view.
+        views: test-time-augmentation views (8 with `tta=True`, else 1).
+        tiles: number of tiles the field was cut into.
+        tile_shape: (height, width) of each tile as fed to the generator.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray | None
+    samples: int = 1
+    views: int = 1
+    tiles: int = 1
+    tile_shape: tuple[int, int] = (0, 0)
+
+
+class TileGrid(NamedTuple):
+    """Where the tiles of a field lie: tile (y, x) covers rows y..y+h and columns x..x+w."""
+
+    tile_shape: tuple[int, int]
+    padded_shape: tuple[int, int]
+    y_starts: tuple[int, ...]
+    x_starts: tuple[int, ...]
+
+
+def _axis_grid(length: int, tile: int, overlap: int, multiple: int):
+    if length <= tile:
+        # One tile, the field padded up to the network multiple.
+        padded = math.ceil(length / multiple) * multiple
+        return padded, padded, (0,)
+    n = math.ceil((length - overlap) / (tile - overlap))
+    starts = np.unique(np.round(np.linspace(0, length - tile, n)).astype(int))
+    return tile, length, tuple(int(s) for s in starts)
+
+
+def _resolve_tiling(tile_size, overlap, multiple: int) -> tuple[int, int]:
+    if tile_size is None:
+        tile_size = DEFAULT_TILE_SIZE
+    if int(tile_size) != tile_size or tile_size < 1:
+        raise InputError(f"tile_size={tile_size!r}: give a positive number of pixels, e.g. 512.")
+    # Tiles must be whole multiples of the network stride so nothing is padded inside them.
+    tile = math.ceil(int(tile_size) / multiple) * multiple
+    if overlap is None:
+        overlap = tile // 4
+    if int(overlap) != overlap or not 0 <= overlap < tile:
+        raise InputError(
+            f"overlap={overlap!r} must be a whole number of pixels in [0, tile_size={tile}); "
+            f"the default is a quarter tile ({tile // 4})."
+        )
+    return tile, int(overlap)
+
+
+def tile_grid(
+    height: int,
+    width: int,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    multiple: int = 1,
+) -> TileGrid:
+    """The tile layout `stain` uses for a field.
+
+    Tiles are `tile_size` (rounded up to `multiple`) square; along an axis shorter than a
+    tile the field is padded to the next multiple and one tile covers it. Tile starts are
+    spread evenly so neighbours overlap by at least `overlap` pixels.
+
+    Args:
+        height: field height in pixels.
+        width: field width in pixels.
+        tile_size: tile side (default 512).
+        overlap: minimum overlap of neighbouring tiles (default a quarter tile).
+        multiple: the network's size multiple (`model.multiple`).
+
+    Returns:
+        a `TileGrid`.
+
+    Example:
+    >>> tile_grid(1000, 300, tile_size=512, multiple=16)
+    TileGrid(tile_shape=(512, 304), padded_shape=(1000, 304), y_starts=(0, 244, 488), x_starts=(0,))
+    """
+    tile, overlap = _resolve_tiling(tile_size, overlap, multiple)
+    th, hp, ys = _axis_grid(int(height), tile, overlap, multiple)
+    tw, wp, xs = _axis_grid(int(width), tile, overlap, multiple)
+    return TileGrid((th, tw), (hp, wp), ys, xs)
+
+
+def _axis_weights(starts: tuple[int, ...], tile: int) -> list[np.ndarray]:
+    """1-D blending weights per tile: raised-cosine ramps over each actual overlap."""
+    weights = []
+    for k, s in enumerate(starts):
+        w = np.ones(tile, np.float64)
+        if k > 0:
+            o = starts[k - 1] + tile - s
+            w[:o] *= np.sin(np.pi * (np.arange(o) + 0.5) / (2 * o)) ** 2
+        if k + 1 < len(starts):
+            o = s + tile - starts[k + 1]
+            w[tile - o :] *= np.cos(np.pi * (np.arange(o) + 0.5) / (2 * o)) ** 2
+        weights.append(w.astype(np.float32))
+    return weights
+
+
+# The 8 symmetries of the square: (quarter turns, flip left-right first).
+_VIEWS = [(k, f) for f in (False, True) for k in range(4)]
+
+
+def _forward(x: np.ndarray, view) -> np.ndarray:  # x: (B, H, W, C)
+    k, flip = view
+    if flip:
+        x = x[:, :, ::-1]
+    return np.ascontiguousarray(np.rot90(x, k, axes=(1, 2)))
+
+
+def _inverse(y: np.ndarray, view) -> np.ndarray:  # y: (N, B, H, W, C)
+    k, flip = view
+    y = np.rot90(y, -k, axes=(2, 3))
+    return y[:, :, :, ::-1] if flip else y
+
+
+def _validate(image, in_channels: int) -> np.ndarray:
+    try:
+        x = np.asarray(image)
+    except Exception as err:  # ragged lists and the like
+        raise InputError(f"image cannot be read as an array ({err}); pass a numpy array.") from err
+    if x.dtype.kind not in "biuf":
+        raise InputError(
+            f"image has dtype {x.dtype}, not a number type; pass the raw intensities as a "
+            "numeric (e.g. uint16 or float32) array."
+        )
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3:
+        raise InputError(
+            f"image has shape {x.shape}; pass one field as (H, W) or (H, W, {in_channels})."
+        )
+    if x.shape[-1] != in_channels:
+        hint = (
+            " It looks channels-first: use np.moveaxis(image, 0, -1)."
+            if x.shape[0] == in_channels
+            else ""
+        )
+        raise InputError(
+            f"image has {x.shape[-1]} channel(s) (shape {x.shape}) but the model takes "
+            f"{in_channels}; pass (H, W, {in_channels}).{hint}"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"image is empty (shape {x.shape}); pass a field with pixels.")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InputError(
+            "image holds NaN or Inf pixels; replace them (e.g. np.nan_to_num) before staining."
+        )
+    return x
+
+
+def _normalizers(model, raw: np.ndarray):
+    """(raw input -> model units, model output -> target units) for the model and field."""
+    from vsgan.data.normalize import Normalization
+
+    cfg = getattr(model, "normalization", None) or {}
+    if cfg.get("input") is not None:
+        norm = Normalization.from_config(cfg["input"])
+    else:
+        # No stored statistics: each field's own 1 - 99.8 percentiles map to [-1, 1].
+        norm = Normalization("percentile", per_field=True, low=1.0, high=99.8)
+    if norm.per_field and norm.method not in ("fixed", "identity"):
+        # Fit this field's statistics once (quantiles from at most 1M pixels per channel),
+        # so tiles can be normalised one batch at a time: no float copy of the whole field.
+        norm = Normalization(norm.method, low=norm.low, high=norm.high).fit([raw])
+    if cfg.get("target") is not None:
+        to_target = Normalization.from_config(cfg["target"]).denormalize
+    else:
+        # No target statistics: the tanh range [-1, 1] comes back as [0, 1].
+        def to_target(y):
+            return (np.asarray(y, np.float32) + 1.0) / 2.0
+
+    return norm.normalize, to_target
+
+
+def _runner(model, samples: int):
+    """fn(x (B, H, W, C) float32, n) -> (n, B, H, W, C_out) model-unit outputs."""
+    if samples == 1:
+        generator = model.generator
+
+        def run(x, n):
+            return np.asarray(generator.predict_on_batch(x), np.float32)[None]
+
+        return run
+    params = inspect.signature(model.sample).parameters.values()
+    takes_batch = any(p.name == "batch_size" or p.kind is p.VAR_KEYWORD for p in params)
+
+    def run(x, n):
+        # One generator call for all n samples of the batch.
+        kwargs = {"batch_size": n * len(x)} if takes_batch else {}
+        return np.asarray(model.sample(x, n, **kwargs), np.float32)
+
+    return run
+
+
+class _Moments:
+    """Running mean and sum of squared deviations over sample chunks (Chan et al.)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def update(self, y: np.ndarray):  # y: (n, ...) float64
+        n, mean = y.shape[0], y.mean(0)
+        m2 = ((y - mean) ** 2).sum(0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+
+def stain(
+    model: Any,
+    image,
+    *,
+    samples: int = 1,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> StainResult:
+    """Virtually stains a whole raw label-free field.
+
+    The input is normalised with the model's stored statistics (`model.normalization`
+    ["input"]); a model without them normalises each field by its own 1st-99.8th
+    percentiles to [-1, 1] (estimated, as `Normalization.fit` does, from at most a million
+    pixels per channel; exact for fields up to 1000 x 1000). The output is de-normalised
+    with `model.normalization["target"]`; without target statistics the generator's
+    [-1, 1] output is returned mapped to [0, 1].
+
+    Args:
+        model: a `vsgan.Pix2PixHD` (or any object with `generator`, `in_channels`,
+            `out_channels`, `multiple`, `sample(x, n)` and `normalization`).
+        image: raw field, (H, W) or (H, W, C_in), any numeric dtype, any size.
+        samples: Monte-Carlo-dropout passes per tile (dropout on); 1 runs the generator once
+            deterministically.
+        tile_size: tile side in pixels (default 512), rounded up to `model.multiple`.
+            Fields no larger than a tile run in one pass.
+        overlap: minimum overlap of neighbouring tiles (default a quarter tile).
+        tta: also average the 8 flips and 90-degree rotations of each tile; they count as
+            samples for the standard deviation.
+        batch_size: images per generator call (tiles x samples); bounds the memory used.
+        progress: show a tqdm progress bar over tiles.
+
+    Returns:
+        a `StainResult` with `.mean` and `.std` (None when samples == 1 and not tta).
+
+    Example:
+    >>> import numpy as np
+    >>> from vsgan import Pix2PixHD
+    >>> from vsgan.inference import stain
+    >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1, dropout=0.2)
+    >>> field = np.random.default_rng(0).integers(0, 4000, (100, 150), dtype=np.uint16)
+    >>> result = stain(model, field, samples=4, tile_size=64)
+    >>> result.mean.shape, result.std.shape
+    ((100, 150, 1), (100, 150, 1))
+    """
+    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+        raise InputError(f"samples={samples!r}: give a whole number >= 1 (e.g. 20 for MC dropout).")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r}: give a whole number >= 1.")
+    samples, batch_size = int(samples), int(batch_size)
+    multiple = int(getattr(model, "multiple", 1) or 1)
+    raw = _validate(image, int(model.in_channels))
+    if samples > 1 and not getattr(model, "dropout", 0.0):
+        warnings.warn(
+            "samples > 1 but the model has no dropout: every sample is the same and the std is "
+            "0 (only test-time augmentation adds spread).",
+            stacklevel=2,
+        )
+
+    height, width = raw.shape[:2]
+    grid = tile_grid(height, width, tile_size, overlap, multiple)
+    (th, tw), (hp, wp) = grid.tile_shape, grid.padded_shape
+    to_model, to_target = _normalizers(model, raw)
+    if (hp, wp) != (height, width):
+        # Mirror like the generator's own PadToMultiple, so a small field stains the same
+        # whether or not it is padded here (only fields smaller than a tile are padded).
+        raw = np.pad(raw, ((0, hp - height), (0, wp - width), (0, 0)), mode="symmetric")
+
+    views = _VIEWS if tta else _VIEWS[:1]
+    with_std = samples > 1 or tta
+    chunk = min(samples, batch_size)  # samples of one tile per generator call
+    tiles_per_call = max(1, batch_size // chunk)
+    run = _runner(model, samples)
+
+    c_out = int(model.out_channels)
+    mean_acc = np.zeros((hp, wp, c_out), np.float32)
+    var_acc = np.zeros((hp, wp, c_out), np.float32) if with_std else None
+    weight_acc = np.zeros((hp, wp), np.float32)
+    wy, wx = _axis_weights(grid.y_starts, th), _axis_weights(grid.x_starts, tw)
+    # (row, column, weight-row index, weight-column index) of every tile.
+    tiles = [
+        (y0, x0, i, j) for i, y0 in enumerate(grid.y_starts) for j, x0 in enumerate(grid.x_starts)
+    ]
+
+    with tqdm(total=len(tiles), disable=not progress, desc="stain", unit="tile") as bar:
+        for first in range(0, len(tiles), tiles_per_call):
+            batch = tiles[first : first + tiles_per_call]
+            xb = np.stack([raw[y0 : y0 + th, x0 : x0 + tw] for y0, x0, _, _ in batch])
+            xb = np.asarray(to_model(xb), np.float32)
+            moments = _Moments()
+            for view in views:
+                xv = _forward(xb, view)
+                for done in range(0, samples, chunk):
+                    y = run(xv, min(chunk, samples - done))
+                    y = to_target(_inverse(y, view)).astype(np.float64)
+                    moments.update(y)
+            var = moments.m2 / (moments.count - 1) if with_std else None
+            for k, (y0, x0, i, j) in enumerate(batch):
+                w = np.outer(wy[i], wx[j])
+                region = (slice(y0, y0 + th), slice(x0, x0 + tw))
+                mean_acc[region] += w[..., None] * moments.mean[k]
+                if with_std:
+                    # Blend variances (not raw moments): the tiles' disagreement in the
+                    # overlap is not sampling spread and would draw the grid into the std map.
+                    var_acc[region] += w[..., None] * var[k]
+                weight_acc[region] += w
+            bar.update(len(batch))
+
+    weight_acc = weight_acc[:height, :width, None]
+    mean = np.ascontiguousarray(mean_acc[:height, :width])
+    mean /= weight_acc
+    std = None
+    if with_std:
+        std = np.ascontiguousarray(var_acc[:height, :width])
+        std /= weight_acc
+        np.sqrt(np.maximum(std, 0.0, out=std), out=std)
+    return StainResult(
+        mean=mean,
+        std=std,
+        samples=samples,
+        views=len(views),
+        tiles=len(tiles),
+        tile_shape=(th, tw),
+    )
