@@ -96,7 +96,14 @@ def cmd_predict(args) -> None:
         )
         written = write_stain(out / name, result, model.output_channels, args.format, True)
         if args.figure:
-            panel(raw, result.mean, result.std, None, out / f"{name}_figure.png")
+            panel(
+                raw,
+                result.mean,
+                result.std,
+                None,
+                out / f"{name}_figure.png",
+                channel_names=model.output_channels,
+            )
         print(f"{name}: {written}")
 
 
