@@ -54,8 +54,13 @@ class ResnetBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         padded = self.pad.compute_output_shape(input_shape)
+        self.pad.build(input_shape)
         self.conv1.build(padded)
         self.conv2.build(padded)
+        self.norm1.build(input_shape)
+        self.norm2.build(input_shape)
+        if self.drop is not None:
+            self.drop.build(input_shape)
         self.built = True
 
     def call(self, x, training=None):

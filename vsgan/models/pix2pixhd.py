@@ -280,9 +280,14 @@ class Pix2PixHD(keras.Model):
             for a, b in zip(f, r)
         )
 
-    def train_step(self, data):
+    def _unpack(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
+        if y is None:  # one packed tensor: input channels, then target channels
+            x, y = x[..., : self.in_channels], x[..., self.in_channels :]
+        return ops.cast(x, "float32"), ops.cast(y, "float32")
+
+    def train_step(self, data):
+        x, y = self._unpack(data)
         # Replica gradients are summed, so each replica contributes its mean / replicas.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
@@ -301,11 +306,17 @@ class Pix2PixHD(keras.Model):
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(values[name])
-        return {name: t.result() for name, t in self.loss_trackers.items()}
+        return self._logs(self.loss_trackers.values())
+
+    def _logs(self, trackers):
+        logs = {t.name: t.result() for t in trackers}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras concatenates per-replica logs across workers; scalars cannot be (keras 20585).
+            logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
+        x, y = self._unpack(data)
         fake = self.generator(x, training=False)
         values = self._compute_losses(x, y, fake, training=False)
         for name, tracker in self.loss_trackers.items():
@@ -316,7 +327,7 @@ class Pix2PixHD(keras.Model):
             ("pearson_r", image_metrics.pearson_r),
         ):
             self.image_trackers[name].update_state(fn(fake, y))
-        return {m.name: m.result() for m in self.metrics}
+        return self._logs(self.metrics)
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, plus the learning-rate and local-enhancer schedules.
