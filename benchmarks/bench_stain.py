@@ -12,6 +12,14 @@ Run (from the repository root):
     nice -n 10 python benchmarks/bench_stain.py
     nice -n 10 python benchmarks/bench_stain.py --sizes 2048 --samples 4
 
+Also prints the convolution GFLOP/s of the generator passes (analytic count, see
+`common.py`) and the ratio to a 3x3 convolution peak probe (256 -> 256 channels, 64 x 64,
+batch 4, same compute dtype) measured in the same process just before and after the timed
+call (target: >= 0.70), and microseconds per pixel (target: flat across sizes); "comp" =
+pixels the generator computed per field pixel (tile overlap), "us/cpx" = microseconds per
+computed pixel.
+`--precision mixed_bfloat16` runs the generator under the bfloat16 policy.
+
 Columns: tiles; seconds of the timed call (after a warm-up that traces the generator);
 Mpx/s; ms per megapixel; peak RSS of the process; "fields" = the field-sized arrays stain
 must hold (mean and std accumulators, blending weights; the raw field is the caller's);
@@ -83,6 +91,10 @@ def run_one(args) -> dict:
     import vsgan
     from vsgan.inference import stain, tile_grid
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import PeakProbe, flops
+
+    keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(0)
     model = vsgan.Pix2PixHD(
         1,
@@ -97,6 +109,8 @@ def run_one(args) -> dict:
     kwargs = dict(samples=args.samples, tile_size=args.tile_size, batch_size=args.batch_size)
     stain(model, _field(1024, seed=1), **kwargs)  # warm-up: traces every batch shape
     image = _field(args.one)
+    probe = PeakProbe("bfloat16" if args.precision == "mixed_bfloat16" else "float32")
+    peak_before = probe.measure()
     baseline = _status("VmRSS")
     _reset_peak()
     tracemalloc.start()  # NumPy reports its buffers to tracemalloc; TensorFlow does not
@@ -106,7 +120,12 @@ def run_one(args) -> dict:
     peak = _status("VmHWM")
     numpy_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    peak_after = probe.measure()
     pixels = args.one**2
+    # Analytic convolution FLOPs of every generator pass stain made (tiles x samples).
+    tile_flops = flops(model.generator, (1, *result.tile_shape, 1))
+    total_flops = tile_flops * result.tiles * result.samples * result.views
+    peak_gflops = (peak_before + peak_after) / 2
     # What stain must hold field-sized: mean (+ std) accumulators and the blending weights.
     arrays = 4 * pixels * (2 + (result.std is not None))
     grid = tile_grid(args.one, args.one, args.tile_size, None, model.multiple)
@@ -121,6 +140,15 @@ def run_one(args) -> dict:
         "working_mib": (peak - baseline - arrays) / 2**20,
         "numpy_work_mib": (numpy_peak - arrays) / 2**20,
         "seam": _seam_ratio(result.mean, grid),
+        "gflops": total_flops / seconds / 1e9,
+        "peak_gflops": peak_gflops,
+        "ratio": total_flops / seconds / 1e9 / peak_gflops,
+        "us_per_px": 1e6 * seconds / pixels,
+        # Pixels the generator computed per field pixel (tile overlap and padding).
+        "computed": result.tiles * result.tile_shape[0] * result.tile_shape[1] / pixels,
+        "us_per_computed_px": 1e6
+        * seconds
+        / (result.tiles * result.tile_shape[0] * result.tile_shape[1]),
     }
 
 
@@ -133,6 +161,7 @@ def main(argv=None) -> None:
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--n-downsample", type=int, default=3)
     parser.add_argument("--n-blocks", type=int, default=9)
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
     if args.one:
@@ -141,13 +170,14 @@ def main(argv=None) -> None:
 
     print(
         f"vsgan.stain: Pix2PixHD global generator ngf={args.ngf} n_downsample="
-        f"{args.n_downsample} n_blocks={args.n_blocks}, 1->1 channel, float32; tile "
+        f"{args.n_downsample} n_blocks={args.n_blocks}, 1->1 channel, {args.precision}; tile "
         f"{args.tile_size}, overlap {args.tile_size // 4}, batch {args.batch_size}, "
         f"samples {args.samples}; {os.cpu_count()} CPUs"
     )
     header = (
         f"{'field':>10} {'tiles':>5} {'s':>7} {'Mpx/s':>6} {'ms/Mpx':>7} "
-        f"{'peak MiB':>8} {'fields MiB':>10} {'working MiB':>11} {'numpy work':>10} {'seam':>5}"
+        f"{'peak MiB':>8} {'fields MiB':>10} {'working MiB':>11} {'numpy work':>10} {'seam':>5} "
+        f"{'us/px':>6} {'comp':>5} {'us/cpx':>6} {'GFLOP/s':>7} {'peak':>6} {'ratio':>5}"
     )
     print(header)
     child = [sys.executable, os.path.abspath(__file__)]
@@ -158,6 +188,7 @@ def main(argv=None) -> None:
         f"--ngf={args.ngf}",
         f"--n-downsample={args.n_downsample}",
         f"--n-blocks={args.n_blocks}",
+        f"--precision={args.precision}",
     ]
     for size in args.sizes:
         out = subprocess.run(
@@ -171,7 +202,10 @@ def main(argv=None) -> None:
             f"{r['size']:>4}x{r['size']:<5} {r['tiles']:>5} {r['seconds']:>7.2f} "
             f"{r['mpx_per_s']:>6.3f} {r['ms_per_mpx']:>7.0f} {r['peak_mib']:>8.0f} "
             f"{r['fields_mib']:>10.0f} {r['working_mib']:>11.0f} {r['numpy_work_mib']:>10.0f} "
-            f"{r['seam']:>5.2f}"
+            f"{r['seam']:>5.2f} {r['us_per_px']:>6.2f} {r['computed']:>5.2f} "
+            f"{r['us_per_computed_px']:>6.2f} {r['gflops']:>7.1f} "
+            f"{r['peak_gflops']:>6.1f} {r['ratio']:>5.2f}",
+            flush=True,
         )
 
 

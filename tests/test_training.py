@@ -117,6 +117,11 @@ def test_linear_decay_schedule_for_both_optimizers():
     assert [g for g, _ in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert [d for _, d in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert LinearDecay(100, 100).factor(199) == pytest.approx(0.01)
+    # A saved model restarts the schedule from the initial rate, not the decayed one.
+    restored = vsgan.Pix2PixHD.from_config(model.get_config())
+    restored.compile_from_config(model.get_compile_config())
+    assert float(restored.g_optimizer.learning_rate) == pytest.approx(2e-4)
+    assert restored.base_learning_rates == pytest.approx((2e-4, 2e-4))
 
 
 def test_local_enhancer_schedule_freezes_g1_then_trains_jointly():

@@ -1,8 +1,9 @@
 """The `vsgan` command line: train, predict, evaluate, export, convert, models, demo.
 
 Each subcommand only parses arguments and calls the library. Errors a user can fix end
-with one line on stderr and exit status 2; outputs are never overwritten without
-`--overwrite`.
+with one line on stderr and exit status 2 (set `VSGAN_DEBUG=1` for the traceback);
+outputs are never overwritten without `--overwrite`, and `predict` reads and checks
+every input before it writes anything.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ def _model(name: str):
     return load_pretrained(name)
 
 
-def _fresh_output(path: Path, overwrite: bool) -> Path:
+def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
     if path.exists() and any(path.iterdir() if path.is_dir() else [path]) and not overwrite:
         raise VsganError(f"{path} exists and is not empty: pass --overwrite or choose another -o.")
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise VsganError(f"{path} is a file: give a folder for the outputs.")
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -38,6 +42,8 @@ def cmd_train(args) -> None:
         value = getattr(args, key)
         if value is not None:
             setattr(recipe, key, value)
+    if args.deterministic:
+        recipe.deterministic = True
     if args.epochs is not None and recipe.niter + recipe.niter_decay != recipe.epochs:
         recipe.niter = recipe.epochs // 2
         recipe.niter_decay = recipe.epochs - recipe.niter
@@ -79,11 +85,17 @@ def cmd_predict(args) -> None:
 
     from vsgan.data.writers import write_stain
     from vsgan.evaluation.figures import panel
-    from vsgan.inference import stain
+    from vsgan.inference import _validate, stain
 
     model = _model(args.model)
-    out = _fresh_output(Path(args.output), args.overwrite)
+    _fresh_output(Path(args.output), args.overwrite, create=False)
     fields = list(_fields(args.inputs, model.in_channels))
+    for name, raw in fields:  # every input checked before anything is written
+        try:
+            _validate(raw, model.in_channels)
+        except VsganError as error:
+            raise type(error)(f"{name}: {error}") from None
+    out = _fresh_output(Path(args.output), args.overwrite)
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
         result = stain(
             model,
@@ -200,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=int, dest="patch_size")
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"])
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-reproducible (also when killed and resumed); slower on GPU",
+    )
     p.add_argument("--overwrite", action="store_true", help="restart a finished run")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
@@ -263,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (VsganError, FileExistsError, FileNotFoundError, PermissionError) as error:
-        message = " ".join(str(error).split())
+    except (VsganError, OSError, MemoryError) as error:  # OSError: disk full, permissions
+        if os.environ.get("VSGAN_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, MemoryError):
+            message = f"out of memory ({message}). Fix: use a smaller --tile-size or image."
         print(f"vsgan {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -71,11 +71,19 @@ def export_generator(model, path: str | os.PathLike, overwrite: bool = False) ->
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    old = None
     try:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(path):
-            shutil.rmtree(path)
+        if os.path.exists(path):  # moved aside, not deleted, until the new one is in place
+            old = tempfile.mkdtemp(prefix=".export-old-", dir=parent)
+            os.replace(path, os.path.join(old, "previous"))
         os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not os.path.exists(path):
+            os.replace(os.path.join(old, "previous"), path)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return path

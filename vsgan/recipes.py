@@ -5,12 +5,15 @@ A run folder holds everything a run made and needs to go on after a crash:
     run/
       recipe.json      the recipe as run (with the data folder)
       model.keras      the whole model after the last finished epoch (written atomically)
-      backup/          Keras BackupAndRestore state: a restarted `train` resumes from here
+      backup/          weights + optimizer state after the last finished epoch: a restarted
+                       `train` (even after SIGKILL) resumes from here
       history.csv      one row of losses and validation metrics per epoch
       logs/            TensorBoard scalars and input / target / prediction images per epoch
 
 Running the same command again resumes; a finished run is never overwritten without
-`overwrite=True`.
+`overwrite=True`. With `deterministic=True` (`vsgan train --deterministic`) a run killed
+at any point and resumed ends with exactly the weights of an uninterrupted run with the
+same seed on the same machine (TensorFlow op determinism, single-threaded decoding).
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ import tensorflow as tf
 
 from vsgan.errors import InputError, VsganError
 from vsgan.models import Pix2PixHD
-from vsgan.training import AtomicCheckpoint, NanGuard, SyncSamplerEpoch
+from vsgan.training import (
+    AtomicBackupAndRestore,
+    AtomicCheckpoint,
+    NanGuard,
+    SyncSamplerEpoch,
+    enable_determinism,
+)
 
 
 @dataclasses.dataclass
@@ -50,6 +59,8 @@ class Recipe:
         val_batches: validation batches per epoch.
         seed: seeds weights, crops and augmentation.
         precision: "float32" or "mixed_bfloat16".
+        deterministic: bit-reproducible runs, resumed or not (TensorFlow op determinism,
+            one decoding thread); slower on GPU.
     """
 
     dataset: str = "synthetic"
@@ -65,6 +76,7 @@ class Recipe:
     val_batches: int = 8
     seed: int = 0
     precision: str = "float32"
+    deterministic: bool = False
 
     def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,19 +87,50 @@ class Recipe:
         unknown = set(config) - known
         if unknown:
             raise InputError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**config)
+        recipe = cls(**config)
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        """Raises `InputError` naming the first field of a wrong type or out of range."""
+        for name in ("batch_size", "steps_per_epoch", "epochs", "val_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"recipe {name}={value!r}: give a whole number >= 1.")
+        for name in ("niter", "niter_decay", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"recipe {name}={value!r}: give a whole number >= 0.")
+        p = self.patch_size
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
+            raise InputError(f"recipe patch_size={p!r}: give a whole number of pixels or null.")
+        if not isinstance(self.dataset_args, dict) or not isinstance(self.model, dict):
+            raise InputError("recipe dataset_args and model must be mappings (JSON objects).")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Reads a recipe from a JSON or YAML file."""
-        text = Path(path).read_text()
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
+        try:
+            text = Path(path).read_text()
+            if str(path).endswith((".yaml", ".yml")):
+                import yaml
 
-            config = yaml.safe_load(text)
-        else:
-            config = json.loads(text)
-        return cls.from_config(config)
+                config = yaml.safe_load(text)
+            else:
+                config = json.loads(text)
+        except Exception as error:  # OSError, JSON and YAML syntax errors alike
+            raise InputError(
+                f"{path}: not a readable recipe ({type(error).__name__}: {error}). Fix: write "
+                'a JSON (or YAML) mapping of Recipe keys, e.g. {"dataset": "synthetic"}.'
+            ) from None
+        if not isinstance(config, dict):
+            raise InputError(
+                f"{path}: a recipe is a mapping of Recipe keys, not {type(config).__name__}."
+            )
+        try:
+            return cls.from_config(config)
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from None
 
 
 # Compact configurations that train on 2 CPU cores within hours (see weights/*.md).
@@ -178,17 +221,25 @@ def build_spec(recipe: Recipe, data: str | os.PathLike | None = None):
 
 def build_model(recipe: Recipe, spec) -> Pix2PixHD:
     """A compiled `Pix2PixHD` for a recipe and data spec, normalisation stored in its config."""
-    model = Pix2PixHD(
-        in_channels=spec.in_channels,
-        out_channels=spec.out_channels,
-        input_channels=spec.input_names,
-        output_channels=spec.target_names,
-        normalization={
-            "input": spec.input_norm.get_config(),
-            "target": spec.target_norm.get_config(),
-        },
-        **recipe.model,
-    )
+    try:
+        model = Pix2PixHD(
+            in_channels=spec.in_channels,
+            out_channels=spec.out_channels,
+            input_channels=spec.input_names,
+            output_channels=spec.target_names,
+            normalization={
+                "input": spec.input_norm.get_config(),
+                "target": spec.target_norm.get_config(),
+            },
+            **recipe.model,
+        )
+    except (TypeError, ValueError) as error:
+        if isinstance(error, VsganError):
+            raise
+        raise InputError(
+            f"recipe model settings {recipe.model} do not build a Pix2PixHD ({error}). Fix: "
+            "use keyword arguments of vsgan.Pix2PixHD with their documented types."
+        ) from None
     model.compile(niter=recipe.niter, niter_decay=recipe.niter_decay)
     return model
 
@@ -246,14 +297,12 @@ def train(
             f"{out} already holds a finished run: pass overwrite=True (--overwrite) to "
             "train again, or choose another output folder."
         )
-    if finished:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(
-        json.dumps({**recipe.get_config(), "data": None if data is None else str(data)}, indent=2)
-    )
+    recipe.validate()
     keras.mixed_precision.set_global_policy(recipe.precision)
-    keras.utils.set_random_seed(recipe.seed)
+    if recipe.deterministic:
+        enable_determinism(recipe.seed)
+    else:
+        keras.utils.set_random_seed(recipe.seed)
     spec = build_spec(recipe, data)
     n_train = max(1, spec.num_fields("train"))
     per_field = -(-recipe.steps_per_epoch * recipe.batch_size // n_train)
@@ -265,14 +314,24 @@ def train(
         patches_per_field=per_field if recipe.patch_size else None,
         foreground_weighted=recipe.foreground_weighted,
         seed=recipe.seed,
+        workers=1 if recipe.deterministic else 2,
     )
     val_ds = make_dataset(spec, "val", recipe.patch_size, recipe.batch_size, seed=recipe.seed)
     val_ds = val_ds.take(recipe.val_batches).cache()
     x_show, y_show = next(iter(val_ds))
     model = build_model(recipe, spec)
+    # Only now that data and model are known to work is the run folder (re)made.
+    if finished:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".tmp-*"):  # left by a run killed while saving
+        stale.unlink()
+    (out / "recipe.json").write_text(
+        json.dumps({**recipe.get_config(), "data": None if data is None else str(data)}, indent=2)
+    )
     callbacks = [
         SyncSamplerEpoch(train_ds.sampler),
-        keras.callbacks.BackupAndRestore(str(backup)),
+        AtomicBackupAndRestore(backup),
         NanGuard(str(out / "model.keras")),
         AtomicCheckpoint(out / "model.keras"),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -131,6 +132,94 @@ class NanGuard(keras.callbacks.Callback):
             )
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backup survives a kill at any instant.
+
+    Keras writes the weights in place and then the epoch number, so a kill during the
+    write leaves a truncated file (the restart fails) and a kill between the two resumes
+    the wrong epoch. Here each backup is written to a new file, renamed into place, and
+    only then committed by atomically replacing `training_metadata.json`, which names
+    the weights file it belongs to; older weights files are removed after the commit.
+
+    Args:
+        backup_dir: the folder of the backup (used by nothing else).
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike):
+        super().__init__(os.fspath(backup_dir), save_freq="epoch", double_checkpoint=False)
+
+    def _metadata(self) -> dict | None:
+        try:
+            with open(self._training_metadata_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise TrainingStateError(
+                f"{self._training_metadata_path}: unreadable backup metadata ({error}). Fix: "
+                f"delete {self.backup_dir} to start the run again from its first epoch."
+            ) from None
+
+    def _load_model(self):
+        meta = self._metadata()
+        if meta is None:  # nothing committed yet: a fresh start
+            return
+        weights = os.path.join(self.backup_dir, meta.get("weights", "latest.weights.h5"))
+        try:
+            self.model.load_weights(weights)
+        except Exception as error:
+            raise TrainingStateError(
+                f"{weights}: cannot restore the training state ({type(error).__name__}: "
+                f"{error}). Fix: delete {self.backup_dir} to start the run again, or train "
+                "with the recipe the run was started with."
+            ) from None
+        self.model._initial_epoch = int(meta["epoch"])
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{self._current_epoch:06d}.weights.h5"
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=self.backup_dir)
+        os.close(fd)
+        try:
+            self.model.save_weights(tmp, overwrite=True)
+            _fsync(tmp)
+            os.replace(tmp, os.path.join(self.backup_dir, name))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.backup_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._training_metadata_path)  # the commit point
+        for old in os.listdir(self.backup_dir):
+            if old != name and (old.endswith(".weights.h5") or old.startswith(".tmp-")):
+                os.remove(os.path.join(self.backup_dir, old))
+
+
+class TrainingStateError(VsganError, OSError):
+    """A run folder's backup cannot be restored."""
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def enable_determinism(seed: int) -> None:
+    """Seeds every generator and makes TensorFlow ops deterministic (slower on GPU).
+
+    With this, a run with the same seed, recipe and machine gives bit-identical weights,
+    also when it was killed and resumed from its backup.
+    """
+    keras.utils.set_random_seed(seed)
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
 def atomic_save(model: keras.Model, path: str | os.PathLike) -> None:
     """`model.save(path)` through a temporary file in the same folder and `os.replace`."""
     path = os.fspath(path)
@@ -140,6 +229,7 @@ def atomic_save(model: keras.Model, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -136,7 +136,23 @@ def read_field(
             index.append(z)
         else:
             index.append(slice(None))
-    data = np.asarray(arr[tuple(index)])
+    from vsgan.data.readers import _check_size
+
+    if len(index) != arr.ndim or "Y" not in axes or "X" not in axes:
+        raise DataFileError(
+            f"{where}: array {level!r} has shape {arr.shape} but axes {axes!r}. Fix: write the "
+            "field as a TCZYX array with matching multiscales axes."
+        )
+    _check_size([n for n, i in zip(arr.shape, index) if isinstance(i, slice)], arr.dtype, where)
+    try:
+        data = np.asarray(arr[tuple(index)])
+    except IndexError as e:
+        raise InputError(f"{where}: {e} (array shape {arr.shape}, axes {axes!r}).") from None
+    except Exception as e:  # codecs and stores raise many types on damaged chunks
+        raise DataFileError(
+            f"{where}: cannot read array {level!r} ({type(e).__name__}: {e}). Fix: the store is "
+            "damaged or incomplete; copy it again."
+        ) from None
     kept = [a for a in axes if not (a == "T" or (a == "Z" and z is not None))]
     c = data.shape[kept.index("C")] if "C" in kept else 1
     nz = data.shape[kept.index("Z")] if "Z" in kept else 1

@@ -20,6 +20,10 @@ from vsgan.errors import DataFileError, InputError
 
 Channels = int | str | Sequence[int | str] | None
 
+# Larger images are refused before they are read (a corrupt or hostile header can claim
+# terabytes); raise it for genuinely larger fields.
+MAX_IMAGE_BYTES = 16 * 2**30
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -102,6 +106,17 @@ def resolve_channels(
     return out
 
 
+def _check_size(shape, dtype, where) -> None:
+    """Refuses images whose decoded size passes `MAX_IMAGE_BYTES`, before decoding them."""
+    nbytes = int(np.prod([int(n) for n in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > MAX_IMAGE_BYTES:
+        raise InputError(
+            f"{where}: the image claims shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB), more "
+            f"than vsgan reads at once ({MAX_IMAGE_BYTES / 2**30:.0f} GiB). Fix: check the file "
+            "is not corrupt, crop it into fields, or raise vsgan.data.readers.MAX_IMAGE_BYTES."
+        )
+
+
 def _as_hwc(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim == 2:
         return arr[..., np.newaxis]
@@ -120,6 +135,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, list[str] | None]:
         if not tif.series:
             raise DataFileError(f"{path}: TIFF holds no image series.")
         series = tif.series[0]
+        _check_size(series.shape, series.dtype, path)
         data = series.asarray()
         axes = series.axes.upper()
         names = None
@@ -141,10 +157,15 @@ def _read_pil(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            _check_size((im.height, im.width, len(im.getbands())), np.uint16, path)
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             data = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        raise InputError(
+            f"{path}: {e} Fix: check the file is not corrupt, or crop it into fields."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataFileError(f"{path}: not a readable image ({e}). Fix: replace the file.") from e
     if data.dtype.byteorder == ">":  # "I;16B" -> native uint16
         data = data.astype(data.dtype.newbyteorder("="))
@@ -189,6 +210,9 @@ def read_hdf5(path: str | Path, dataset: str | None = None, index: int | None = 
         ds = f[dataset]
         if ds.size == 0:
             raise DataFileError(f"{path}::{dataset} is empty (shape {ds.shape}).")
+        if index is not None and not (ds.ndim and -ds.shape[0] <= index < ds.shape[0]):
+            raise InputError(f"{path}::{dataset}: index {index} out of range for shape {ds.shape}.")
+        _check_size(ds.shape if index is None else ds.shape[1:], ds.dtype, f"{path}::{dataset}")
         key = (*stamp, dataset)
         if key not in _H5_CACHE and index is not None and ds.nbytes <= _H5_CACHE_BYTES:
             while len(_H5_CACHE) >= 8:  # a few stacks at most, oldest out first
@@ -197,7 +221,13 @@ def read_hdf5(path: str | Path, dataset: str | None = None, index: int | None = 
         if key in _H5_CACHE:
             data = _H5_CACHE[key]
             return data if index is None else data[index]
-        return ds[()] if index is None else ds[index]
+        try:
+            return ds[()] if index is None else ds[index]
+        except (OSError, ValueError, RuntimeError) as e:  # corrupt chunks, bad filters
+            raise DataFileError(
+                f"{path}::{dataset}: cannot read its data ({e}). Fix: the file is damaged or "
+                "truncated; copy it again."
+            ) from None
 
 
 def read_image_with_names(
@@ -227,26 +257,44 @@ def read_image_with_names(
     if not is_zarr and path.is_file() and path.stat().st_size == 0:
         raise DataFileError(f"{path}: the file is empty (0 bytes). Fix: copy it again.")
     if is_zarr:
-        data, names = omezarr.read_field(path, position or inner, z=z)
+        try:
+            data, names = omezarr.read_field(path, position or inner, z=z)
+        except (DataFileError, InputError):
+            raise
+        except Exception as e:  # zarr raises many types on damaged metadata
+            raise DataFileError(
+                f"{path}: not a readable OME-Zarr field ({type(e).__name__}: {e}). Fix: the "
+                "store's metadata is damaged or incomplete; copy it again."
+            ) from None
     elif suffix in TIFF_SUFFIXES:
         try:
             data, names = _read_tiff(path)
-        except DataFileError:
+        except (DataFileError, InputError):
             raise
         except Exception as e:  # tifffile raises many types on corrupt files
             raise DataFileError(f"{path}: not a readable TIFF ({e}). Fix: replace the file.") from e
         if index is not None:
-            data = data[..., index : index + 1]
+            if not -data.shape[-1] <= index < data.shape[-1]:
+                raise InputError(f"{path}: page {index} out of range, it has {data.shape[-1]}.")
+            data = data[..., [index]]
     elif suffix in PIL_SUFFIXES:
         data = _read_pil(path)
     elif suffix in HDF5_SUFFIXES:
         data = read_hdf5(path, dataset or inner, index)
     elif suffix == ".npy":
         try:
-            data = np.load(path, mmap_mode="r")
-        except ValueError as e:
-            raise DataFileError(f"{path}: not a readable .npy file ({e}).") from e
-        data = np.asarray(data if index is None else data[index])
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataFileError(
+                f"{path}: not a readable .npy file of numbers ({type(e).__name__}). Fix: "
+                "re-save the image with numpy.save(path, array) (numeric arrays only)."
+            ) from None
+        if index is not None:
+            if not (data.ndim and -data.shape[0] <= index < data.shape[0]):
+                raise InputError(f"{path}: index {index} out of range for shape {data.shape}.")
+            data = data[index]
+        _check_size(data.shape, data.dtype, path)
+        data = np.asarray(data)
     else:
         raise DataFileError(
             f"{path}: unsupported format {suffix!r}. Supported: TIFF, PNG/JPEG, HDF5 (.h5), "
@@ -291,11 +339,18 @@ def read_image(
         source, dataset=dataset, index=index, position=position, z=z
     )
     where = source if not isinstance(source, np.ndarray) else "array"
+    if data.dtype.kind not in "biuf":
+        raise InputError(
+            f"{where}: holds {data.dtype} values, not real numbers. Fix: store the image as an "
+            "integer (e.g. uint16) or float32 array."
+        )
     idx = resolve_channels(names, channels, data.shape[-1], str(where))
     if idx != list(range(data.shape[-1])):
         data = data[..., idx]
-    if data.shape[0] == 0 or data.shape[1] == 0:
-        raise DataFileError(f"{where}: the image is empty (shape {data.shape}).")
+    if 0 in data.shape:
+        raise DataFileError(
+            f"{where}: the image is empty (shape {data.shape}). Fix: give an image with pixels."
+        )
     if not allow_nan and np.issubdtype(data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:

@@ -76,9 +76,18 @@ def write_ome_zarr(
                 for name, c in channels
             ]
         }
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        old = None
+        if path.exists():  # moved aside, not deleted, until the new store is in place
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent)) / path.name
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
+        if old is not None:
+            shutil.rmtree(old.parent, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -212,6 +212,7 @@ def fetch(name: str, root: str | Path) -> Path:
             raise DataFileError(
                 f"{f.name} of {name!r} has no direct download URL.\n" + instructions(name, folder)
             )
+        target = folder / f.name
         try:
             keras.utils.get_file(
                 fname=f.name,
@@ -221,9 +222,24 @@ def fetch(name: str, root: str | Path) -> Path:
                 cache_subdir=name,
             )
         except Exception as e:  # no network, HTTP errors, hash mismatch
+            if target.is_file() and sha256(target) != f.sha256:
+                target.unlink()
+                raise ChecksumError(
+                    f"{f.origin}: the download does not match its recorded sha256 "
+                    f"{f.sha256}; it was deleted ({target}). Fix: try again later, or fetch "
+                    "it by hand.\n" + instructions(name, folder)
+                ) from None
             raise DataFileError(
                 f"could not download {f.origin} ({type(e).__name__}: {e}).\n"
                 + instructions(name, folder)
             ) from e
+        got = sha256(target) if target.is_file() else None
+        if got != f.sha256:  # whatever the download function did, never keep a bad file
+            target.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{f.origin}: the download has sha256 {got}, not the recorded {f.sha256}; it "
+                f"was deleted ({target}). Fix: try again later, or fetch it by hand.\n"
+                + instructions(name, folder)
+            )
     verify(name, folder)
     return folder

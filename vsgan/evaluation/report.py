@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +147,29 @@ def evaluate_dataset(
 def _write(out: Path, rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = list(rows[0])
-    tmp = out / ".metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+
+    def write_csv(f):
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out / "metrics.csv")
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    os.replace(tmp, out / "metrics.json")
+
+    # Both files are complete before either replaces its predecessor.
+    written = []
+    try:
+        for name, write in (
+            ("metrics.csv", write_csv),
+            ("metrics.json", lambda f: f.write(json.dumps(rows, indent=2))),
+        ):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+            written.append((tmp, out / name))
+            with os.fdopen(fd, "w", newline="") as f:
+                write(f)
+        for tmp, final in written:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in written:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def print_table(rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> str:

@@ -42,6 +42,14 @@ class InstanceNormalization(keras.layers.Layer):
     Statistics are computed in float32 even under a bfloat16 policy: the variance of a
     large feature map loses too many digits in bfloat16.
 
+    On the TensorFlow backend this runs as one fused batch-norm kernel (forward and
+    gradient): the (B, H, W, C) map is viewed as one image with B * C channels, whose
+    per-channel training statistics are exactly the per-image, per-channel instance
+    statistics (biased variance, as torch). The fused kernel reads bfloat16 directly and
+    accumulates in float32. Measured on the 2-core AVX-512 machine (forward + backward,
+    benchmarks/README.md): 3-4x faster than the generic moments graph in bfloat16,
+    1.1-1.5x in float32.
+
     Args:
         epsilon: added to the variance.
     """
@@ -51,10 +59,34 @@ class InstanceNormalization(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, x):
+        if keras.backend.backend() == "tensorflow":
+            return self._fused(x)
         x32 = ops.cast(x, "float32")
         mean, var = ops.moments(x32, axes=[1, 2], keepdims=True)
         y = (x32 - mean) * ops.rsqrt(var + self.epsilon)
         return ops.cast(y, self.compute_dtype)
+
+    def _fused(self, x):
+        import tensorflow as tf
+
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = tf.cast(x, self.compute_dtype)
+        shape = tf.shape(x)
+        b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+        if x.shape[0] == 1:
+            flat = tf.reshape(x, [1, h, w, c])
+        else:
+            flat = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h, w, b * c])
+        ones = tf.ones([b * c], tf.float32)
+        zeros = tf.zeros([b * c], tf.float32)
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            flat, ones, zeros, epsilon=self.epsilon, is_training=True
+        )
+        if x.shape[0] == 1:
+            y = tf.reshape(y, shape)
+        else:
+            y = tf.transpose(tf.reshape(y, [h, w, b, c]), [2, 0, 1, 3])
+        return tf.cast(y, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -229,9 +229,15 @@ class Pix2PixHD(keras.Model):
         def inner(opt):
             return opt.inner_optimizer if hasattr(opt, "inner_optimizer") else opt
 
+        def serialize(opt, base_lr):
+            config = keras.optimizers.serialize(inner(opt))
+            if base_lr is not None:  # the schedule's start, not the decayed current rate
+                config["config"]["learning_rate"] = base_lr
+            return config
+
         return {
-            "g_optimizer": keras.optimizers.serialize(inner(self.g_optimizer)),
-            "d_optimizer": keras.optimizers.serialize(inner(self.d_optimizer)),
+            "g_optimizer": serialize(self.g_optimizer, self.base_learning_rates[0]),
+            "d_optimizer": serialize(self.d_optimizer, self.base_learning_rates[1]),
             **self._compile_args,
         }
 
