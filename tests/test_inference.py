@@ -112,10 +112,12 @@ def test_tiled_pointwise_model_equals_untiled(shape):
 
 def test_tile_grid_covers_with_overlap():
     grid = tile_grid(1000, 300, tile_size=500, overlap=100, multiple=16)
-    assert grid.tile_shape == (512, 304) and grid.padded_shape == (1000, 304)
+    # 3 tiles are needed; each shrinks to the smallest multiple of 16 that still overlaps
+    # its neighbour by >= 100 px: (1000 + 2 * 100) / 3 = 400.
+    assert grid.tile_shape == (400, 304) and grid.padded_shape == (1000, 304)
     ys = grid.y_starts
-    assert ys[0] == 0 and ys[-1] + 512 == 1000
-    assert all(a + 512 - b >= 100 for a, b in zip(ys[:-1], ys[1:]))
+    assert len(ys) == 3 and ys[0] == 0 and ys[-1] + 400 == 1000
+    assert all(a + 400 - b >= 100 for a, b in zip(ys[:-1], ys[1:]))
     assert tile_grid(512, 512).y_starts == (0,)  # default tile 512: one pass
 
 
