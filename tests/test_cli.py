@@ -169,3 +169,33 @@ def test_train_runs_a_config_file_and_refuses_to_clobber_a_finished_run(tmp_path
     assert model.output_channels == ["nuclei", "membrane"]
     again = vsgan_cli("train", "--config", config, "--out", tmp_path / "run")
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_demo_stains_the_held_out_quadrant(data_dir, tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vsgan.cli",
+            "demo",
+            "--data",
+            str(data_dir),
+            "-o",
+            str(tmp_path / "demo"),
+            "--samples",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rows 512-1023, columns 512-1023" in run.stdout
+    out = tmp_path / "demo"
+    assert (out / "heldout_figure.png").is_file() and (out / "metrics.csv").is_file()
+    predictions = list(out.glob("heldout_*_prediction.tif"))
+    stds = list(out.glob("heldout_*_std.tif"))
+    assert len(predictions) == 1 and len(stds) == 1
+    assert tifffile.imread(predictions[0]).shape == (512, 512)
+    rows = json.loads((out / "metrics.json").read_text())
+    assert any(key.endswith("/pearson_r") for key in rows[0])

@@ -1,0 +1,107 @@
+"""Evaluate a finished training run on its held-out split and write it as a bundled preset.
+
+    python tools/make_preset.py RUN_DIR NAME DATASET [--baseline BASELINE_RUN] [--samples 8]
+
+Writes weights/NAME.weights.h5, weights/NAME.json (config, channels, normalisation, sha256,
+held-out metrics, training facts) and weights/NAME_heldout.png, and prints the numbers the
+model card (weights/NAME.md, written by hand) quotes.
+"""
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+import vsgan
+from vsgan import zoo
+from vsgan.evaluation.report import evaluate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def summary(rows, channel):
+    mean = rows[-1]
+    keys = (
+        "pearson_r",
+        "ssim",
+        "psnr",
+        "nrmse",
+        "ms_ssim",
+        "hf_ratio",
+        "f1@0.5",
+        "dice",
+        "std_error_rho",
+    )
+    return {k: mean[f"{channel}/{k}"] for k in keys if f"{channel}/{k}" in mean}
+
+
+def run_facts(run: Path):
+    history = list(csv.DictReader(open(run / "history.csv")))
+    recipe = json.loads((run / "recipe.json").read_text())
+    seconds = os.path.getmtime(run / "history.csv") - os.path.getmtime(run / "recipe.json")
+    steps = recipe["steps_per_epoch"] * len(history) if recipe["patch_size"] else None
+    return recipe, {"epochs": len(history), "steps": steps, "wall_time_s": round(seconds)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("run")
+    p.add_argument("name")
+    p.add_argument("dataset")
+    p.add_argument("--baseline")
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--data", default=os.environ.get("VSGAN_DATA"))
+    p.add_argument("--input-names", nargs="*")
+    p.add_argument("--output-names", nargs="*")
+    p.add_argument("--description", default="")
+    args = p.parse_args()
+
+    run = Path(args.run)
+    model = vsgan.load_pretrained(run / "model.keras")
+    channel = model.output_channels[0]
+    out = run / "heldout"
+    rows = evaluate_dataset(model, args.dataset, data_dir=args.data, out_dir=out, figures=True)
+    sampled = evaluate_dataset(
+        model, args.dataset, data_dir=args.data, samples=args.samples, figures=False
+    )
+    metrics = {
+        "test": summary(rows, channel),
+        f"test_mean_of_{args.samples}_mc_samples": summary(sampled, channel),
+    }
+    print("GAN", json.dumps(metrics, indent=1))
+    recipe, facts = run_facts(run)
+    card = {
+        "description": args.description,
+        "metrics": metrics,
+        "training": {**facts, "recipe": recipe},
+        "dataset": args.dataset,
+    }
+    if args.baseline:
+        base = vsgan.load_pretrained(Path(args.baseline) / "model.keras")
+        brows = evaluate_dataset(base, args.dataset, data_dir=args.data, figures=False)
+        card["baseline_l1"] = {"test": summary(brows, channel), **run_facts(Path(args.baseline))[1]}
+        print("L1 baseline", json.dumps(card["baseline_l1"], indent=1))
+    if args.input_names:  # names users see: the dataset's file stems
+        model.input_channels[:] = args.input_names
+        model._config["input_channels"] = list(args.input_names)
+    if args.output_names:
+        model.output_channels[:] = args.output_names
+        model._config["output_channels"] = list(args.output_names)
+    info = zoo.save_preset(model, args.name, REPO / "weights", **card)
+    figures = sorted(out.glob("*_figure.png"))
+    if figures:
+        (REPO / "weights" / f"{args.name}_heldout.png").write_bytes(figures[0].read_bytes())
+    print(
+        "wrote",
+        info["weights"],
+        info["sha256"],
+        os.path.getsize(REPO / "weights" / info["weights"]),
+    )
+    np.set_printoptions(precision=4)
+
+
+if __name__ == "__main__":
+    main()
