@@ -173,6 +173,18 @@ RECIPES: dict[str, Recipe] = {
         foreground_weighted=False,
         precision="float32",
     ),
+    "jurkat-dna-l1": Recipe(
+        dataset="mlcp-jurkat",
+        model=dict(ngf=16, n_downsample=2, n_blocks=3, lambda_gan=0, lambda_feat=0, lambda_l1=1),
+        patch_size=None,
+        batch_size=32,
+        steps_per_epoch=100,
+        epochs=10,
+        niter=5,
+        niter_decay=5,
+        foreground_weighted=False,
+        precision="float32",
+    ),
     # The seed's A549 configuration (REFERENCE section 3), for a machine with a GPU.
     "a549": Recipe(
         dataset="a549-vscyto2d",

@@ -120,6 +120,8 @@ def evaluate_dataset(
     if not regions:
         raise InputError(f"{dataset} has no {split!r} data.")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k, (name, x, y) in enumerate(tqdm(regions, desc=f"evaluate {split}", leave=False)):
         name = name if len(regions) < 50 else f"{name}_{k:05d}"
@@ -176,8 +178,8 @@ def print_table(rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> str:
     """Prints (and returns) the mean row as a metric | value table per channel."""
     mean = rows[-1]
     shown = keys or tuple(k for k in mean if k != "field")
-    lines = [f"{'metric':<32} {'mean over ' + str(len(rows) - 1) + ' fields':>22}"]
-    lines += [f"{k:<32} {mean[k]:>22.4f}" for k in shown]
+    lines = [f"{'metric':<40} {'mean over ' + str(len(rows) - 1) + ' fields':>22}"]
+    lines += [f"{k:<40} {mean[k]:>22.4f}" for k in shown]
     text = "\n".join(lines)
     print(text)
     return text
