@@ -134,57 +134,48 @@ class Recipe:
             raise InputError(f"{path}: {error}") from None
 
 
+def l1_baseline(recipe: Recipe) -> Recipe:
+    """The same generator and budget trained on pixel L1 alone (no discriminator, no dropout).
+
+    Model cards compare each preset with it: what the GAN adds (sharpness), what it costs.
+    """
+    generator = {
+        k: recipe.model[k] for k in ("ngf", "n_downsample", "n_blocks") if k in recipe.model
+    }
+    model = {**generator, "lambda_gan": 0, "lambda_feat": 0, "lambda_l1": 1}
+    return dataclasses.replace(recipe, model=model)
+
+
 # Compact configurations that train on 2 CPU cores within hours (see weights/*.md).
+_ISL_NUCLEI = Recipe(
+    dataset="isl-condition-b",
+    dataset_args={"targets": ["dapi"]},
+    model=dict(ngf=16, n_downsample=3, n_blocks=4, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
+    patch_size=256,
+    batch_size=4,
+    steps_per_epoch=100,
+    epochs=16,
+    niter=8,
+    niter_decay=8,
+    precision="float32",  # as trained; mixed_bfloat16 trains ~1.9x faster (benchmarks/)
+)
+_JURKAT_DNA = Recipe(
+    dataset="mlcp-jurkat",
+    model=dict(ngf=16, n_downsample=2, n_blocks=3, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
+    patch_size=None,
+    batch_size=32,
+    steps_per_epoch=100,
+    epochs=10,
+    niter=5,
+    niter_decay=5,
+    foreground_weighted=False,
+    precision="float32",
+)
 RECIPES: dict[str, Recipe] = {
-    "isl-nuclei": Recipe(
-        dataset="isl-condition-b",
-        dataset_args={"targets": ["dapi"]},
-        model=dict(ngf=16, n_downsample=3, n_blocks=4, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
-        patch_size=256,
-        batch_size=4,
-        steps_per_epoch=100,
-        epochs=16,
-        niter=8,
-        niter_decay=8,
-        precision="float32",  # as trained; mixed_bfloat16 trains ~1.9x faster (benchmarks/)
-    ),
-    # Same generator and budget on L1 alone: what the GAN adds (weights/*.md compare them).
-    "isl-nuclei-l1": Recipe(
-        dataset="isl-condition-b",
-        dataset_args={"targets": ["dapi"]},
-        model=dict(ngf=16, n_downsample=3, n_blocks=4, lambda_gan=0, lambda_feat=0, lambda_l1=1),
-        patch_size=256,
-        batch_size=4,
-        steps_per_epoch=100,
-        epochs=16,
-        niter=8,
-        niter_decay=8,
-        precision="float32",
-    ),
-    "jurkat-dna": Recipe(
-        dataset="mlcp-jurkat",
-        model=dict(ngf=16, n_downsample=2, n_blocks=3, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
-        patch_size=None,
-        batch_size=32,
-        steps_per_epoch=100,
-        epochs=10,
-        niter=5,
-        niter_decay=5,
-        foreground_weighted=False,
-        precision="float32",
-    ),
-    "jurkat-dna-l1": Recipe(
-        dataset="mlcp-jurkat",
-        model=dict(ngf=16, n_downsample=2, n_blocks=3, lambda_gan=0, lambda_feat=0, lambda_l1=1),
-        patch_size=None,
-        batch_size=32,
-        steps_per_epoch=100,
-        epochs=10,
-        niter=5,
-        niter_decay=5,
-        foreground_weighted=False,
-        precision="float32",
-    ),
+    "isl-nuclei": _ISL_NUCLEI,
+    "isl-nuclei-l1": l1_baseline(_ISL_NUCLEI),
+    "jurkat-dna": _JURKAT_DNA,
+    "jurkat-dna-l1": l1_baseline(_JURKAT_DNA),
     # The seed's A549 configuration (REFERENCE section 3), for a machine with a GPU.
     "a549": Recipe(
         dataset="a549-vscyto2d",
