@@ -395,11 +395,11 @@ class Pix2PixHD(keras.Model):
         from vsgan.data.normalize import Normalization
 
         stored = self.normalization or {}
-        if "input" in stored:
+        if stored.get("input") is not None:
             inp = Normalization.from_config(stored["input"])
         else:
             inp = Normalization("percentile", per_field=True)
-        if "target" in stored:
+        if stored.get("target") is not None:
             tgt = Normalization.from_config(stored["target"])
         else:
             tgt = Normalization(
