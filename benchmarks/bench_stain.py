@@ -89,7 +89,7 @@ def run_one(args) -> dict:
     import keras
 
     import vsgan
-    from vsgan.inference import stain, tile_grid
+    from vsgan.inference.stain import stain, tile_grid
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import PeakProbe, flops

@@ -98,7 +98,7 @@ def test_predict_refuses_to_overwrite_and_writes_ome_zarr_when_asked(tiny_model,
     assert "Traceback" not in run.stderr
     run = vsgan_cli("predict", tiny_model, field, "-o", out, "--format", "zarr", "--overwrite")
     assert run.returncode == 0, run.stderr
-    assert vsgan.data.channel_names(out / "field.zarr") == [
+    assert vsgan.io.channel_names(out / "field.zarr") == [
         "nuclei_prediction",
         "membrane_prediction",
     ]

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import vsgan
-from vsgan.convert import (
+from vsgan.errors import ModelFileError
+from vsgan.zoo import (
     a549,
     from_pix2pixhd,
     infer_discriminator_config,
@@ -28,9 +29,8 @@ from vsgan.convert import (
     load_generator_weights,
     load_torch_state_dict,
 )
-from vsgan.convert.a549 import A549_MEMBERS, A549_URL, load_a549
-from vsgan.convert.pix2pixhd import OutputExistsError, convert_checkpoint
-from vsgan.errors import ModelFileError
+from vsgan.zoo.a549 import A549_MEMBERS, A549_URL, load_a549
+from vsgan.zoo.pix2pixhd import OutputExistsError, convert_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -414,10 +414,10 @@ def check_a549(model):
     assert model.input_channels == ["phase"]
     assert model.output_channels == ["nuclei", "membrane"]
     assert model.split_outputs
-    target = model.normalization["target"]
+    target = model.preprocessor.get_config()["target"]
     assert target["method"] == "fixed"
     assert target["offset"] == [2200.0, 9186.0] and target["scale"] == [2200.0, 9186.0]
-    assert model.normalization["input"]["method"] == "identity"
+    assert model.preprocessor.get_config()["input"]["method"] == "identity"
     for channel, name in enumerate(["global_basic", "global_dropout"]):
         y = np.asarray(model(nhwc(name)))[..., channel]
         assert np.abs(y - torch_output(name)[..., 0]).max() < TOLERANCE

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vsgan.data import omezarr
 from vsgan.datasets import (
     ISL_TEST_REGION,
     a549_vscyto2d,
@@ -19,6 +18,7 @@ from vsgan.datasets import (
     synthetic_cells,
 )
 from vsgan.errors import DataFileError
+from vsgan.io import ome_zarr
 
 
 def shared_data() -> Path | None:
@@ -111,7 +111,11 @@ def test_isl_spec_holds_out_the_bottom_right_quadrant():
     for rect in regions["train"] + regions["val"]:
         y0, y1, x0, x1 = rect
         assert y1 <= 512 or x1 <= 512  # nothing of train / val inside the test quadrant
-    assert spec.in_channels == 13 and spec.target_names == ["dapi", "map2", "nfh"]
+    assert spec.in_channels == 13 and spec.target_names == [
+        "dapi_confocal_maxproj",
+        "map2_confocal_maxproj",
+        "nfh_confocal_maxproj",
+    ]
 
 
 @needs_data
@@ -175,11 +179,11 @@ def test_a549_layout_spec_and_builder(tmp_path):
 
     rng = np.random.default_rng(0)
     train = {f"0/0/{k}": rng.random((1, 3, 1, 16, 16)).astype(np.float32) for k in range(4)}
-    omezarr.write_plate(
+    ome_zarr.write_plate(
         tmp_path / "a549_hoechst_cellmask_train_val.zarr", train, ["Phase3D", "Nuclei", "Membrane"]
     )
     test = {"0/0/0": rng.random((1, 4, 1, 16, 16)).astype(np.float32)}
-    omezarr.write_plate(
+    ome_zarr.write_plate(
         tmp_path / "a549_hoechst_cellmask_test.zarr",
         test,
         ["Phase3D", "Nucl", "Mem", "Nuclei_mask"],

@@ -6,9 +6,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from vsgan.data import omezarr
-from vsgan.data.readers import channel_names, read_image, resolve_channels
 from vsgan.errors import DataFileError, InputError
+from vsgan.io import ome_zarr
+from vsgan.io.readers import channel_names, read_image, resolve_channels
 
 RNG = np.random.default_rng(0)
 
@@ -74,10 +74,10 @@ def test_npy_and_arrays(tmp_path):
 
 def test_ome_zarr_plate_channel_names_loose_and_z_planes(tmp_path):
     data = RNG.random((1, 3, 2, 8, 8)).astype(np.float32)
-    omezarr.write_plate(
+    ome_zarr.write_plate(
         tmp_path / "p.zarr", {"0/0/0": data, "0/0/1": data * 2}, ["Phase3D", "Nucl", "Mem"]
     )
-    assert omezarr.plate_positions(tmp_path / "p.zarr") == ["0/0/0", "0/0/1"]
+    assert ome_zarr.plate_positions(tmp_path / "p.zarr") == ["0/0/0", "0/0/1"]
     assert channel_names(f"{tmp_path}/p.zarr::0/0/1") == ["Phase3D", "Nucl", "Mem"]
     # "Nuclei" finds "Nucl", "membrane" finds "Mem"; z=1 picks one plane.
     out = read_image(f"{tmp_path}/p.zarr::0/0/1", ["Nuclei", "membrane"], z=1)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from vsgan.data import omezarr
 from vsgan.data.normalize import Normalization
 from vsgan.data.spec import PairedDataset
 from vsgan.data.splits import check_disjoint, split_fields, split_regions
 from vsgan.errors import DataFileError, InputError
+from vsgan.io import ome_zarr
 
 RNG = np.random.default_rng(0)
 
@@ -92,7 +92,7 @@ def test_from_hdf5_stacks_with_modulo_test_split(tmp_path):
 def test_from_zarr_plate_vscyto2d_layout(tmp_path):
     """The A549 layout: positions 0/0/<fov>, arrays (1, C, 1, Y, X), names Phase3D/Nucl/Mem."""
     fields = {f"0/0/{k}": RNG.random((1, 3, 1, 16, 16)).astype(np.float32) for k in range(5)}
-    omezarr.write_plate(tmp_path / "a549.zarr", fields, ["Phase3D", "Nucl", "Mem"])
+    ome_zarr.write_plate(tmp_path / "a549.zarr", fields, ["Phase3D", "Nucl", "Mem"])
     spec = PairedDataset.from_zarr_plate(
         tmp_path / "a549.zarr", ["Phase3D"], ["Nuclei", "Membrane"], test_positions=["0/0/4"]
     )

@@ -11,6 +11,7 @@ from conftest import TINY
 import vsgan
 from vsgan.data.normalize import Normalization
 from vsgan.errors import VsganError
+from vsgan.inference.export import export_generator
 
 
 def test_exported_generator_matches_keras_on_any_size_without_vsgan(tmp_path):
@@ -24,7 +25,7 @@ def test_exported_generator_matches_keras_on_any_size_without_vsgan(tmp_path):
         },
         **TINY,
     )
-    path = model.export_generator(tmp_path / "served")
+    path = export_generator(model, tmp_path / "served")
     rng = np.random.default_rng(0)
     raw = rng.integers(50, 150, size=(2, 30, 45, 1)).astype("uint16")
     x = ((raw - 100.0) / 20.0).astype("float32")
@@ -55,5 +56,5 @@ def test_export_refuses_to_overwrite(tmp_path):
     (tmp_path / "served").mkdir()
     (tmp_path / "served" / "keep.txt").write_text("user data")
     with pytest.raises(VsganError, match="overwrite=True"):
-        model.export_generator(tmp_path / "served")
+        export_generator(model, tmp_path / "served")
     assert (tmp_path / "served" / "keep.txt").read_text() == "user data"

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vsgan.data.normalize import Normalization
+from vsgan.data.normalize import Normalization, StainPreprocessor
 from vsgan.errors import InputError
-from vsgan.inference import StainResult, stain, tile_grid
+from vsgan.inference.stain import StainResult, stain, tile_grid
 from vsgan.models import Pix2PixHD
 from vsgan.models.layers import InstanceNormalization
 
@@ -38,14 +38,8 @@ class StandIn:
         self.generator = generator
         self.in_channels, self.out_channels = in_channels, out_channels
         self.multiple, self.dropout = multiple, dropout
-        self.normalization = normalization
-        self.sample_calls = []
-
-    def sample(self, x, n):
-        self.sample_calls.append((x.shape, n))
-        stacked = np.concatenate([x] * n)
-        y = np.asarray(self.generator(stacked, training=True))
-        return y.reshape(n, *x.shape[:3], self.out_channels)
+        self.input_channels = [f"c{i}" for i in range(in_channels)]
+        self.preprocessor = StainPreprocessor.coerce(normalization)
 
 
 def pointwise(x):
@@ -194,21 +188,25 @@ class CountingGenerator(FnGenerator):
         return np.zeros((*x.shape[:3], 1), np.float32)
 
 
+class SteppedGenerator:
+    """Monte-Carlo draws that are the given constants, in order, one per stacked image."""
+
+    def __init__(self, values):
+        self.draws = iter(values)
+        self.calls = []
+
+    def __call__(self, x, training=False):
+        x = np.asarray(x)
+        self.calls.append(len(x))
+        return np.stack([np.full((*x.shape[1:3], 1), next(self.draws), np.float32) for _ in x])
+
+
 def stepped_sampler(values):
-    """A model whose Monte-Carlo draws are the given constants, in order."""
-    model = StandIn(
-        CountingGenerator(),
+    return StandIn(
+        SteppedGenerator(values),
         dropout=0.2,
         normalization={"input": None, "target": Normalization.fixed(2).get_config()},
     )
-    draws = iter(values)
-
-    def sample(x, n):
-        model.sample_calls.append((x.shape, n))
-        return np.stack([np.full((*x.shape[:3], 1), next(draws), np.float32) for _ in range(n)])
-
-    model.sample = sample
-    return model
 
 
 @pytest.mark.parametrize("batch_size", [16, 3])
@@ -220,21 +218,23 @@ def test_samples_give_mean_and_sample_std(batch_size):
     np.testing.assert_allclose(result.mean, target_units.mean(), rtol=1e-6)
     np.testing.assert_allclose(result.std, target_units.std(ddof=1), rtol=1e-5)
     if batch_size >= 8:  # all samples of the tile in ONE call
-        assert [n for _, n in model.sample_calls] == [8]
+        assert model.generator.calls == [8]
     else:  # chunks of at most batch_size, merged exactly
-        assert [n for _, n in model.sample_calls] == [3, 3, 2]
+        assert model.generator.calls == [3, 3, 2]
 
 
-def test_mc_dropout_batches_tiles_and_samples():
+def test_mc_dropout_batches_tiles_and_samples(monkeypatch):
+    import vsgan.inference.stain as stain_module
+
     model = Pix2PixHD(1, 1, dropout=0.5, **TINY)
     calls = []
-    original = model.sample
+    original = stain_module.sample
 
-    def spy(x, n, **kwargs):
+    def spy(m, x, n, **kwargs):
         calls.append((x.shape[0], n))
-        return original(x, n, **kwargs)
+        return original(m, x, n, **kwargs)
 
-    model.sample = spy
+    monkeypatch.setattr(stain_module, "sample", spy)
     image = field(90, 90)
     result = stain(model, image, samples=4, tile_size=48, overlap=12, batch_size=8)
     assert result.std.shape == result.mean.shape == (90, 90, 1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vsgan import losses
+from vsgan.models import losses
 
 
 def _outputs(values_per_scale):

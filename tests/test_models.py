@@ -7,6 +7,7 @@ from conftest import TINY
 
 import vsgan
 from vsgan.errors import InputError
+from vsgan.inference import sample
 
 rng = np.random.default_rng(0)
 
@@ -109,15 +110,15 @@ def test_bad_constructor_arguments_say_what_to_fix(kwargs, message):
 def test_sample_rejects_bad_input_clearly(x, message):
     m = vsgan.Pix2PixHD(1, 1, **TINY)
     with pytest.raises(InputError, match=message):
-        m.sample(x, 2)
+        sample(m, x, 2)
 
 
 def test_sample_draws_distinct_samples_only_with_dropout():
     x = rng.normal(size=(3, 16, 24, 1)).astype("float32")
-    with_dropout = vsgan.Pix2PixHD(1, 2, dropout=0.3, **TINY).sample(x, n=4, batch_size=5)
+    with_dropout = sample(vsgan.Pix2PixHD(1, 2, dropout=0.3, **TINY), x, n=4, batch_size=5)
     assert with_dropout.shape == (4, 3, 16, 24, 2)
     assert with_dropout.std(axis=0).mean() > 1e-3
     without = vsgan.Pix2PixHD(1, 2, dropout=0.0, **TINY)
-    samples = without.sample(x, n=3)
+    samples = sample(without, x, n=3)
     np.testing.assert_allclose(samples[0], samples[2], atol=1e-6)
     np.testing.assert_allclose(samples[1], without.generator.predict(x, verbose=0), atol=1e-5)

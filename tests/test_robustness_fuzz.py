@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import vsgan
-from vsgan.data import read_image
 from vsgan.errors import VsganError
-from vsgan.inference import stain
+from vsgan.inference.stain import stain
+from vsgan.io.readers import read_image
 
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 

@@ -23,9 +23,7 @@ from conftest import TINY
 from PIL import Image
 
 import vsgan
-from vsgan import cli, zoo
-from vsgan.data import read_image
-from vsgan.data.omezarr import write_plate
+from vsgan import cli
 from vsgan.data.spec import Field, PairedDataset, Source
 from vsgan.errors import (
     ChecksumError,
@@ -35,9 +33,12 @@ from vsgan.errors import (
     UnknownPresetError,
     VsganError,
 )
-from vsgan.inference import stain
-from vsgan.recipes import Recipe
-from vsgan.training import atomic_save
+from vsgan.inference.stain import stain
+from vsgan.io.ome_zarr import write_plate
+from vsgan.io.readers import read_image
+from vsgan.training.callbacks import atomic_save
+from vsgan.training.recipes import Recipe
+from vsgan.zoo import presets as zoo
 
 GOOD = np.random.default_rng(0).integers(0, 1000, (32, 32), dtype=np.uint16)
 
@@ -475,7 +476,7 @@ def test_dataset_download_refused_by_keras_is_deleted_too(tmp_path, monkeypatch)
 
 
 def test_a549_download_with_wrong_sha256_is_deleted(tmp_path, monkeypatch):
-    from vsgan.convert import a549
+    from vsgan.zoo import a549
 
     monkeypatch.setattr(a549, "A549_SHA256", "0" * 64)
 

@@ -17,7 +17,12 @@ import vsgan
 import vsgan.data
 from vsgan import cli
 from vsgan.errors import VsganError
-from vsgan.training import AtomicBackupAndRestore, NanGuard, TrainingDiverged, TrainingStateError
+from vsgan.training.callbacks import (
+    AtomicBackupAndRestore,
+    NanGuard,
+    TrainingDiverged,
+    TrainingStateError,
+)
 
 TINY_RECIPE = {
     "dataset": "synthetic",
@@ -100,7 +105,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
 def test_sampler_epoch_is_what_a_resumed_run_draws():
     """SyncSamplerEpoch sets the epoch: the crops of epoch 2 do not depend on history."""
     from vsgan.datasets import synthetic_cells
-    from vsgan.training import SyncSamplerEpoch
+    from vsgan.training.callbacks import SyncSamplerEpoch
 
     spec = synthetic_cells(4, size=64).fit_normalization()
     straight = vsgan.data.make_dataset(spec, patch_size=32, batch_size=2, patches_per_field=2)

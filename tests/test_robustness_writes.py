@@ -12,11 +12,12 @@ from conftest import TINY
 from PIL import Image
 
 import vsgan
-from vsgan.data import writers
 from vsgan.evaluation import report
 from vsgan.evaluation.figures import panel
-from vsgan.inference import StainResult
-from vsgan.training import atomic_save
+from vsgan.inference.export import export_generator
+from vsgan.inference.stain import StainResult
+from vsgan.io import writers
+from vsgan.training.callbacks import atomic_save
 
 
 class DiskFull(OSError):
@@ -71,12 +72,12 @@ def test_checkpoint(tmp_path, model, monkeypatch):
 
 def test_exported_model(tmp_path, model, monkeypatch):
     path = tmp_path / "served"
-    model.export_generator(path)
+    export_generator(model, path)
     before = _digest(path)
     archive_class = type(keras.export.ExportArchive())  # the backend's subclass
     monkeypatch.setattr(archive_class, "write_out", _dies_after_writing(1))
     with pytest.raises(DiskFull):
-        model.export_generator(path, overwrite=True)
+        export_generator(model, path, overwrite=True)
     assert _digest(path) == before
     assert _leftovers(tmp_path, {"served"}) == []
 
@@ -86,7 +87,7 @@ def test_exported_model_survives_a_failing_final_rename(tmp_path, model, monkeyp
     import os
 
     path = tmp_path / "served"
-    model.export_generator(path)
+    export_generator(model, path)
     before = _digest(path)
     real_replace = os.replace
 
@@ -98,7 +99,7 @@ def test_exported_model_survives_a_failing_final_rename(tmp_path, model, monkeyp
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(DiskFull):
-        model.export_generator(path, overwrite=True)
+        export_generator(model, path, overwrite=True)
     assert _digest(path) == before
     assert _leftovers(tmp_path, {"served"}) == []
 

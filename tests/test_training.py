@@ -8,7 +8,7 @@ from conftest import TINY
 from skimage.metrics import structural_similarity
 
 import vsgan
-from vsgan.training import EnhancerSchedule, LinearDecay
+from vsgan.training.callbacks import EnhancerSchedule, LinearDecay, schedules
 
 
 def pairs(n=8, size=32, seed=0):
@@ -113,7 +113,7 @@ def test_linear_decay_schedule_for_both_optimizers():
             (float(model.g_optimizer.learning_rate), float(model.d_optimizer.learning_rate))
         )
     )
-    model.fit(x, y, epochs=4, verbose=0, callbacks=[record])
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[*schedules(model), record])
     assert [g for g, _ in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert [d for _, d in seen] == pytest.approx([2e-4, 2e-4, 2e-4, 1e-4])
     assert LinearDecay(100, 100).factor(199) == pytest.approx(0.01)
@@ -136,10 +136,10 @@ def test_local_enhancer_schedule_freezes_g1_then_trains_jointly():
     model.compile(niter_fix_global=1)
     layer = lambda name: np.array(model.generator.get_layer(name).weights[0])  # noqa: E731
     before_g1, before_local = layer("global_block0"), layer("local1_block0")
-    model.fit(x, y, epochs=1, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=schedules(model))
     np.testing.assert_array_equal(layer("global_block0"), before_g1)
     assert np.abs(layer("local1_block0") - before_local).max() > 0
-    model.fit(x, y, epochs=2, initial_epoch=1, verbose=0)
+    model.fit(x, y, epochs=2, initial_epoch=1, verbose=0, callbacks=schedules(model))
     assert np.abs(layer("global_block0") - before_g1).max() > 0
     assert isinstance(EnhancerSchedule(1), keras.callbacks.Callback)
 

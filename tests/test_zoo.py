@@ -7,9 +7,9 @@ import pytest
 from conftest import TINY
 
 import vsgan
-from vsgan import zoo
 from vsgan.data import Normalization
 from vsgan.errors import ChecksumError, ModelFileError, UnknownPresetError
+from vsgan.zoo import presets as zoo
 
 
 def test_every_bundled_preset_loads_offline_and_stains():
@@ -52,7 +52,7 @@ def test_save_preset_round_trip(tmp_path, monkeypatch):
     assert card["sha256"] == zoo.sha256(tmp_path / "probe.weights.h5")
     monkeypatch.setattr(zoo, "weights_dir", lambda: tmp_path)
     loaded = vsgan.load_pretrained("probe")
-    assert loaded.normalization == model.normalization
+    assert loaded.preprocessor == model.preprocessor
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
 

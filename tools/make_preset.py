@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import vsgan
-from vsgan import zoo
 from vsgan.evaluation.report import evaluate_dataset
+from vsgan.zoo import presets as zoo
 
 REPO = Path(__file__).resolve().parents[1]
 

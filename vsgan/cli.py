@@ -35,66 +35,34 @@ def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
 
 # ------------------------------------------------------------------------------------ train
 def cmd_train(args) -> None:
-    from vsgan.recipes import get_recipe, train
+    from vsgan.training.recipes import get_recipe, train
+    from vsgan.zoo import preset_recipe
 
-    recipe = get_recipe(args.config or args.preset)
-    for key in ("epochs", "steps_per_epoch", "batch_size", "patch_size", "seed", "precision"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(recipe, key, value)
-    if args.deterministic:
-        recipe.deterministic = True
-    if args.epochs is not None and recipe.niter + recipe.niter_decay != recipe.epochs:
-        recipe.niter = recipe.epochs // 2
-        recipe.niter_decay = recipe.epochs - recipe.niter
+    recipe = get_recipe(args.config) if args.config else preset_recipe(args.preset)
+    recipe = recipe.replace(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        seed=args.seed,
+        precision=args.precision,
+        deterministic=args.deterministic or None,
+    )
     train(recipe, args.out, args.data, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
     print(f"trained model: {Path(args.out) / 'model.keras'}")
 
 
 # ---------------------------------------------------------------------------------- predict
-def _fields(inputs: list[str], in_channels: int):
-    """(name, raw (H, W, C)) for every input file, folder or zarr store."""
-    import numpy as np
-
-    from vsgan.data import read_image
-
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir() and item.suffix != ".zarr":
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        else:
-            paths.append(item)
-    if not paths:
-        raise VsganError(f"no images found in {inputs}: give image files or folders of them.")
-    images = [(p, read_image(p)) for p in paths]
-    one_channel = all(img.shape[-1] == 1 for _, img in images)
-    if in_channels > 1 and one_channel and len(images) == in_channels:
-        # One file per input channel (e.g. the planes of a z-stack): one field.
-        name = os.path.commonprefix([p.stem for p, _ in images]).rstrip("_-") or "field"
-        yield name, np.concatenate([img for _, img in images], axis=-1)
-        return
-    for p, img in images:
-        yield p.stem if p.suffix != ".zarr" else p.name[: -len(".zarr")], img
-
-
-_IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy", ".h5", ".hdf5"}
-
-
 def cmd_predict(args) -> None:
     from tqdm.auto import tqdm
 
-    from vsgan.data.writers import write_stain
     from vsgan.evaluation.figures import panel
-    from vsgan.inference import _validate, stain
+    from vsgan.inference.stain import read_fields, stain
+    from vsgan.io.writers import write_stain
 
     model = _model(args.model)
     _fresh_output(Path(args.output), args.overwrite, create=False)
-    fields = list(_fields(args.inputs, model.in_channels))
-    for name, raw in fields:  # every input checked before anything is written
-        try:
-            _validate(raw, model.in_channels)
-        except VsganError as error:
-            raise type(error)(f"{name}: {error}") from None
+    fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
         result = stain(
@@ -142,17 +110,17 @@ def cmd_evaluate(args) -> None:
 # ----------------------------------------------------------------------- export / convert
 def cmd_export(args) -> None:
     model = _model(args.model)
-    if args.format == "saved_model":
-        path = model.export_generator(args.output, overwrite=args.overwrite)
-    else:
-        from vsgan.export import export_onnx
+    from vsgan.inference import export
 
-        path = export_onnx(model, args.output, overwrite=args.overwrite)
+    if args.format == "saved_model":
+        path = export.export_generator(model, args.output, overwrite=args.overwrite)
+    else:
+        path = export.export_onnx(model, args.output, overwrite=args.overwrite)
     print(f"exported: {path}")
 
 
 def cmd_convert(args) -> None:
-    from vsgan.convert import convert_checkpoint
+    from vsgan.zoo.pix2pixhd import convert_checkpoint
 
     config = {
         k: getattr(args, k)
@@ -165,7 +133,7 @@ def cmd_convert(args) -> None:
 
 # ----------------------------------------------------------------------------------- models
 def cmd_models(args) -> None:
-    from vsgan.zoo import list_pretrained
+    from vsgan.zoo.presets import list_pretrained
 
     presets = list_pretrained()
     if args.json:
@@ -185,7 +153,7 @@ _CARD_METRICS = ("pearson_r", "ssim", "psnr", "f1@0.5")
 
 # ------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> None:
-    from vsgan.demo import run_demo
+    from vsgan.zoo.demo import run_demo
 
     run_demo(
         data_dir=args.data, out_dir=args.output, samples=args.samples, overwrite=args.overwrite
@@ -202,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a preset recipe or a config file; resumes if cut")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="a registered recipe (isl-nuclei, jurkat-dna, a549, ...)")
-    src.add_argument("--config", help="a recipe JSON/YAML file (keys of vsgan.recipes.Recipe)")
+    src.add_argument(
+        "--preset", help="a preset's recipe (isl-nuclei, jurkat-dna, a549; NAME-l1: its baseline)"
+    )
+    src.add_argument(
+        "--config", help="a recipe JSON/YAML file (keys of vsgan.training.recipes.Recipe)"
+    )
     p.add_argument("--data", help="dataset folder or store (default: $VSGAN_DATA)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, logs, history")
     p.add_argument("--epochs", type=int)

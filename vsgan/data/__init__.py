@@ -1,24 +1,22 @@
-"""Microscopy data in: readers, paired specs, normalisation, splits, patches, augmentation."""
+"""Paired training data: specs, normalisation (the model's preprocessor), splits, patches,
+augmentation and the tf.data pipeline. Reads files through `vsgan.io`; knows nothing of models."""
 
-from vsgan.data.augment import Augmentation
-from vsgan.data.normalize import Normalization
-from vsgan.data.pipeline import FieldCache, PatchSampler, make_dataset
-from vsgan.data.readers import channel_names, read_image
-from vsgan.data.spec import Field, PairedDataset, Source
-from vsgan.data.splits import check_disjoint, split_fields, split_regions
+from vsgan import _lazy
 
-__all__ = [
-    "Augmentation",
-    "Field",
-    "FieldCache",
-    "Normalization",
-    "PairedDataset",
-    "PatchSampler",
-    "Source",
-    "channel_names",
-    "check_disjoint",
-    "make_dataset",
-    "read_image",
-    "split_fields",
-    "split_regions",
-]
+__getattr__, __dir__ = _lazy.attributes(
+    __name__,
+    {
+        "Augmentation": ".augment",
+        "Normalization": ".normalize",
+        "StainPreprocessor": ".normalize",
+        "FieldCache": ".pipeline",
+        "PatchSampler": ".pipeline",
+        "make_dataset": ".pipeline",
+        "Field": ".spec",
+        "PairedDataset": ".spec",
+        "Source": ".spec",
+        "check_disjoint": ".splits",
+        "split_fields": ".splits",
+        "split_regions": ".splits",
+    },
+)

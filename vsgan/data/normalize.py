@@ -284,3 +284,132 @@ class Normalization:
     def __repr__(self) -> str:
         stats = f", offset={self.offset}, scale={self.scale}" if self.offset is not None else ""
         return f"Normalization({self.method!r}, per_field={self.per_field}{stats})"
+
+
+class StainPreprocessor:
+    """Raw intensities -> model units for the label-free input; model output -> stain units.
+
+    The one home of normalisation: training data, `vsgan.stain`, export and evaluation all
+    use the preprocessor the model owns (as keras-hub tasks own theirs), and it is stored in
+    the model's config, so a saved model is self-describing.
+
+    Args:
+        input: `Normalization` (or its config dict) of the label-free channels. Default:
+            each field's own 1st-99.8th percentiles map to [-1, 1] (VisCy's per-FOV input
+            normalisation), so a model without statistics still sees sensible inputs.
+        target: `Normalization` (or its config dict) of the stains; must be invertible
+            (dataset-level). Default: the generator's tanh range [-1, 1] comes back as [0, 1].
+
+    Example:
+    >>> import numpy as np
+    >>> pre = StainPreprocessor(target=Normalization.fixed(4400))
+    >>> pre.denormalize_target(np.zeros((2, 2, 1))).ravel().tolist()
+    [2200.0, 2200.0, 2200.0, 2200.0]
+    >>> StainPreprocessor.from_config(pre.get_config()) == pre
+    True
+    >>> StainPreprocessor.from_config({"inputs": None})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    vsgan.errors.InputError: normalization has unknown key(s) ['inputs']; ...
+    """
+
+    KEYS = ("input", "target")
+
+    def __init__(
+        self,
+        input: Normalization | dict | None = None,
+        target: Normalization | dict | None = None,
+    ):
+        self.input = _coerce(input, "input") or Normalization(
+            "percentile", per_field=True, low=1.0, high=99.8
+        )
+        self.target = _coerce(target, "target") or Normalization("fixed", offset=0.5, scale=0.5)
+        try:
+            self.target._check_invertible()
+        except InputError as error:
+            raise InputError(f"normalization target: {error}") from None
+
+    @classmethod
+    def coerce(cls, value: StainPreprocessor | dict | None) -> StainPreprocessor:
+        """A preprocessor from itself, its config dict (`{"input": ..., "target": ...}`) or None."""
+        if isinstance(value, StainPreprocessor):
+            return value
+        if value is None:
+            return cls()
+        return cls.from_config(value)
+
+    def for_field(self, raw: np.ndarray) -> Normalization:
+        """The input normalisation with statistics fixed for this raw (H, W, C) field.
+
+        A per-field normalisation is fitted on the whole field once (quantiles from at most
+        a million pixels per channel), so tiles of the field are normalised alike.
+        """
+        norm = self.input
+        if norm.per_field and norm.method not in ("fixed", "identity"):
+            return Normalization(norm.method, low=norm.low, high=norm.high).fit([raw])
+        return norm
+
+    def normalize_input(self, raw) -> np.ndarray:
+        """raw label-free (..., H, W, C_in) -> float32 model units."""
+        return self.input.normalize(raw)
+
+    def normalize_target(self, raw) -> np.ndarray:
+        """raw stain (..., H, W, C_out) -> float32 model units."""
+        return self.target.normalize(raw)
+
+    def denormalize_target(self, y) -> np.ndarray:
+        """model output (..., H, W, C_out) -> float32 stain units."""
+        return self.target.denormalize(y)
+
+    def normalize_input_tf(self, x):
+        """`normalize_input` in TensorFlow ops (for serving functions)."""
+        return self.input.normalize_tf(x)
+
+    def denormalize_target_tf(self, y):
+        """`denormalize_target` in TensorFlow ops."""
+        return self.target.denormalize_tf(y)
+
+    def get_config(self) -> dict:
+        return {"input": self.input.get_config(), "target": self.target.get_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> StainPreprocessor:
+        if not isinstance(config, dict):
+            raise InputError(
+                f"normalization must be a mapping with 'input' and 'target', not "
+                f"{type(config).__name__}."
+            )
+        unknown = sorted(set(config) - set(cls.KEYS))
+        if unknown:
+            raise InputError(
+                f"normalization has unknown key(s) {unknown}; it takes 'input' and 'target', "
+                "each a Normalization config or None."
+            )
+        return cls(config.get("input"), config.get("target"))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StainPreprocessor) and self.get_config() == other.get_config()
+
+    def __repr__(self) -> str:
+        return f"StainPreprocessor(input={self.input!r}, target={self.target!r})"
+
+
+def _coerce(value, role: str) -> Normalization | None:
+    if value is None or isinstance(value, Normalization):
+        return value
+    if not isinstance(value, dict):
+        raise InputError(
+            f"normalization {role}: expected a Normalization or its config dict, "
+            f"not {type(value).__name__}."
+        )
+    allowed = {"method", "per_field", "offset", "scale", "low", "high"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InputError(
+            f"normalization {role} has unknown key(s) {unknown}; known: {sorted(allowed)}."
+        )
+    try:
+        return Normalization.from_config(value)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise InputError(f"normalization {role}: {error}") from None
+        raise InputError(f"normalization {role}: {error}") from None

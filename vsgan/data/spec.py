@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import glob
 import json
 import re
 from collections.abc import Sequence
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from vsgan.data import omezarr, readers
 from vsgan.data.normalize import Normalization
 from vsgan.data.splits import SPLITS, Rect, split_fields
 from vsgan.errors import DataFileError, InputError
+from vsgan.io import ome_zarr, readers
 
 
 @dataclasses.dataclass
@@ -513,15 +514,15 @@ class PairedDataset:
             **kwargs: `PairedDataset` arguments.
         """
         path = Path(path)
-        all_positions = omezarr.plate_positions(path)
+        all_positions = ome_zarr.plate_positions(path)
         positions = list(positions) if positions is not None else all_positions
         missing = sorted(set(positions) - set(all_positions))
         if missing:
             raise InputError(f"{path}: positions {missing} not in the plate ({all_positions}).")
         if not positions:
             raise DataFileError(f"{path}: the plate holds no fields.")
-        names = omezarr.field_channel_names(path, positions[0]) or []
-        _, names_all = omezarr.read_field(path, positions[0]) if not names else (None, names)
+        names = ome_zarr.field_channel_names(path, positions[0]) or []
+        _, names_all = ome_zarr.read_field(path, positions[0]) if not names else (None, names)
         where = f"{path}::{positions[0]}"
         in_idx = readers.resolve_channels(names_all, list(inputs), len(names_all), where)
         tg_idx = readers.resolve_channels(names_all, list(targets), len(names_all), where)
@@ -551,15 +552,13 @@ def _match_flat(root: Path, patterns: list[str]) -> dict[str, list[list[Path]]]:
     ]
     keys = sorted({m.group("field") for f in files if (m := regexes[0].match(f))})
     for key in keys:
-        per = [sorted(root.glob(p.replace("{field}", glob_escape(key)))) for p in patterns]
+        per = [sorted(root.glob(p.replace("{field}", glob.escape(key)))) for p in patterns]
         if all(per):
             found[key] = per
     return found
 
 
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
 def _stems(matches: list[list[Path]], field: str) -> list[str]:
-    return [p.stem.replace(field, "").strip("_-. ") or p.stem for m in matches for p in m]
+    """Channel names: file stems without the field's name where it is a separate word."""
+    word = re.compile(rf"(^|[_\-. ]){re.escape(field)}($|[_\-. ])")
+    return [word.sub(r"\1", p.stem).strip("_-. ") or p.stem for m in matches for p in m]

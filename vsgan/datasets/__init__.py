@@ -1,39 +1,25 @@
-"""Datasets: synthetic cells, the real datasets as `PairedDataset` specs, and TFDS builders.
+"""Datasets: the registry of real datasets (files, sha256, spec builder), synthetic cells, and
+TFDS builders (`IslConditionB`, `MlcpJurkat`, `A549Vscyto2d`; tensorflow-datasets loads only
+when one is used)."""
 
-The TFDS builders (`IslConditionB`, `MlcpJurkat`, `A549Vscyto2d`) live in
-`vsgan.datasets.tfds_builders` and load tensorflow-datasets only when first used.
-"""
+from vsgan import _lazy
 
-from vsgan.datasets.real import (
-    ISL_TEST_REGION,
-    a549_vscyto2d,
-    isl_condition_b,
-    mlcp_jurkat,
+__getattr__, __dir__ = _lazy.attributes(
+    __name__,
+    {
+        "ISL_TEST_REGION": ".real",
+        "a549_vscyto2d": ".real",
+        "isl_condition_b": ".real",
+        "mlcp_jurkat": ".real",
+        "build": ".real",
+        "DATASETS": ".sources",
+        "fetch": ".sources",
+        "find_data": ".sources",
+        "verify": ".sources",
+        "synthetic_cells": ".synthetic",
+        "synthetic_field": ".synthetic",
+        "A549Vscyto2d": ".tfds_builders",
+        "IslConditionB": ".tfds_builders",
+        "MlcpJurkat": ".tfds_builders",
+    },
 )
-from vsgan.datasets.sources import DATASETS, fetch, find_data, verify
-from vsgan.datasets.synthetic import synthetic_cells, synthetic_field
-
-_BUILDERS = ("A549Vscyto2d", "IslConditionB", "MlcpJurkat")
-
-
-def __getattr__(name):
-    if name in _BUILDERS:  # importing tensorflow_datasets is slow: only on demand
-        from vsgan.datasets import tfds_builders
-
-        return getattr(tfds_builders, name)
-    raise AttributeError(f"module 'vsgan.datasets' has no attribute {name!r}")
-
-
-__all__ = [
-    "DATASETS",
-    "ISL_TEST_REGION",
-    "a549_vscyto2d",
-    "fetch",
-    "find_data",
-    "isl_condition_b",
-    "mlcp_jurkat",
-    "synthetic_cells",
-    "synthetic_field",
-    "verify",
-    *_BUILDERS,
-]

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vsgan.data import omezarr
 from vsgan.data.normalize import Normalization
 from vsgan.data.spec import Field, PairedDataset, Source
 from vsgan.data.splits import Rect, split_regions
 from vsgan.datasets.sources import find_data
 from vsgan.errors import InputError
+from vsgan.io import ome_zarr
 
 ISL_SIZE = 1024
 ISL_TEST_REGION: Rect = (512, 1024, 512, 1024)  # bottom-right quadrant: held out, never trained on
@@ -47,10 +47,12 @@ def isl_condition_b(
         download: fetch from GitHub (sha256-checked) when not found locally.
 
     Returns:
-        The spec; inputs ``phase_zNN``, targets as given; dataset-level percentile normalisations,
+        The spec; channels named by file stem (``phase_contrast_zNN``,
+        ``dapi_confocal_maxproj``, ...); dataset-level percentile normalisations,
         fitted on the training pixels when first used.
     """
     folder = find_data("isl-condition-b", data_dir, download=download)
+    targets = [t.split("_")[0].lower() for t in targets]  # "dapi" or "dapi_confocal_maxproj"
     bad = [t for t in targets if t not in ISL_TARGETS]
     if bad or not targets:
         raise InputError(f"unknown ISL targets {bad}; choose from {ISL_TARGETS}.")
@@ -68,8 +70,8 @@ def isl_condition_b(
     field = Field("well_A4", inputs, tgts, split=None, regions=regions)
     return PairedDataset(
         [field],
-        [f"phase_z{int(p):02d}" for p in planes],
-        list(targets),
+        [f"phase_contrast_z{int(p):02d}" for p in planes],  # the file stems, as presets name them
+        [f"{t}_confocal_maxproj" for t in targets],
         input_norm=Normalization("percentile"),
         target_norm=Normalization("percentile"),
         name="isl-condition-b",
@@ -138,7 +140,7 @@ def a549_vscyto2d(
         val_fraction: otherwise, a seeded fraction of fields for validation.
         seed: split seed.
     """
-    positions = omezarr.plate_positions(path)
+    positions = ome_zarr.plate_positions(path)
     splits = None
     if test:
         splits = dict.fromkeys(positions, "test")
@@ -154,4 +156,51 @@ def a549_vscyto2d(
         input_norm=Normalization("median_iqr", per_field=True),
         target_norm=Normalization("percentile"),
         name="a549-vscyto2d",
+    )
+
+
+def _synthetic(data_dir=None, **args) -> PairedDataset:
+    from vsgan.datasets.synthetic import synthetic_cells
+
+    return synthetic_cells(**{"n_fields": 8, "size": 128, **args})
+
+
+def _a549(data_dir=None, **args) -> PairedDataset:
+    if data_dir is None:
+        raise InputError("a549-vscyto2d needs --data: the VSCyto2D training .zarr store.")
+    return a549_vscyto2d(data_dir, **args)
+
+
+# The one dataset registry: name -> builder(data_dir, **args). Presets and recipes name a
+# dataset and its arguments; evaluation and the demo rebuild it from there.
+BUILDERS = {
+    "isl-condition-b": isl_condition_b,
+    "mlcp-jurkat": mlcp_jurkat,
+    "a549-vscyto2d": _a549,
+    "synthetic": _synthetic,
+}
+
+
+def build(name: str, data_dir: str | Path | None = None, **args) -> PairedDataset:
+    """The `PairedDataset` of a registered dataset (or a PairedDataset JSON spec file).
+
+    Args:
+        name: a key of `BUILDERS` ("isl-condition-b", "mlcp-jurkat", "a549-vscyto2d",
+            "synthetic") or the path of a spec written by `PairedDataset.save`.
+        data_dir: where the data lives (default `$VSGAN_DATA`, the Keras cache).
+        **args: the builder's keyword arguments (a preset's `dataset_args`).
+
+    Example:
+    >>> build("synthetic", n_fields=2, size=64).input_names
+    ['phase']
+    """
+    if name in BUILDERS:
+        try:
+            return BUILDERS[name](data_dir, **args)
+        except TypeError as error:
+            raise InputError(f"dataset {name!r}: bad arguments {args} ({error}).") from None
+    if Path(name).is_file():
+        return PairedDataset.load(name)
+    raise InputError(
+        f"unknown dataset {name!r}: use one of {sorted(BUILDERS)} or a PairedDataset JSON spec."
     )

@@ -8,12 +8,12 @@ When neither works (no network), the error says exactly which files to fetch and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from urllib.parse import quote
 
 from vsgan.errors import ChecksumError, DataFileError
+from vsgan.io.files import sha256
 
 _ISL_BASE = (
     "https://raw.githubusercontent.com/google/in-silico-labeling/master/isl/testdata/"
@@ -120,14 +120,6 @@ def default_dirs(data_dir: str | Path | None = None) -> list[Path]:
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     dirs.append(keras_home / "datasets")
     return dirs
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(name: str, folder: str | Path) -> None:

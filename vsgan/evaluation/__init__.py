@@ -1,32 +1,24 @@
-"""Evaluation of virtual stains: image metrics, nuclei instance metrics, figures."""
+"""Evaluation of virtual stains: image metrics, nuclei instance metrics, figures, reports."""
 
-from vsgan.evaluation import figures, instances, metrics
-from vsgan.evaluation.figures import panel
-from vsgan.evaluation.instances import instance_metrics, segment_nuclei
-from vsgan.evaluation.metrics import (
-    evaluate_pair,
-    high_frequency_ratio,
-    ms_ssim,
-    nrmse,
-    pearson_r,
-    psnr,
-    ssim,
-    uncertainty_error_correlation,
+from vsgan import _lazy
+
+__getattr__, __dir__ = _lazy.attributes(
+    __name__,
+    {
+        "figures": ".figures",
+        "instances": ".instances",
+        "metrics": ".metrics",
+        "report": ".report",
+        "panel": ".figures",
+        "instance_metrics": ".instances",
+        "segment_nuclei": ".instances",
+        "evaluate_pair": ".metrics",
+        "high_frequency_ratio": ".metrics",
+        "ms_ssim": ".metrics",
+        "nrmse": ".metrics",
+        "pearson_r": ".metrics",
+        "psnr": ".metrics",
+        "ssim": ".metrics",
+        "uncertainty_error_correlation": ".metrics",
+    },
 )
-
-__all__ = [
-    "evaluate_pair",
-    "figures",
-    "high_frequency_ratio",
-    "instance_metrics",
-    "instances",
-    "metrics",
-    "ms_ssim",
-    "nrmse",
-    "panel",
-    "pearson_r",
-    "psnr",
-    "segment_nuclei",
-    "ssim",
-    "uncertainty_error_correlation",
-]

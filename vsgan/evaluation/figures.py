@@ -15,13 +15,13 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vsgan.errors import InputError
+from vsgan.io.files import atomic_path
 
 __all__ = ["COLORMAPS", "colorize", "panel", "render_panel"]
 
@@ -222,13 +222,6 @@ def panel(
         max_size=max_size,
         percentiles=percentiles,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path

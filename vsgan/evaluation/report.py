@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +13,41 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vsgan.errors import InputError
+from vsgan.io.files import atomic_path
 
 NUCLEAR = re.compile(r"nucle|dapi|hoechst|dna", re.IGNORECASE)
 MAX_FIGURES = 8
 
 
-def dataset_for_model(model, dataset: str, data_dir: str | os.PathLike | None = None):
-    """The `PairedDataset` of `dataset` with the model's input and target channels.
+def dataset_for_model(
+    model, dataset: str, data_dir: str | os.PathLike | None = None, **dataset_args
+) -> tuple[Any, list[int], list[int]]:
+    """A registered dataset and where the model's channels are in it, matched by name.
 
     Args:
-        model: a `Pix2PixHD` whose channel names follow the dataset's files.
-        dataset: "isl-condition-b", "mlcp-jurkat" or a `PairedDataset` JSON spec.
+        model: a `Pix2PixHD`; its `input_channels` and `output_channels` are looked up by
+            name among the dataset's channels (case and punctuation ignored).
+        dataset: a name of the dataset registry or a `PairedDataset` JSON spec.
         data_dir: where the data lives (default `$VSGAN_DATA`, the Keras cache).
-    """
-    from vsgan import datasets
-    from vsgan.data import PairedDataset
+        **dataset_args: the dataset builder's arguments (a preset's `dataset_args`).
 
-    if dataset == "isl-condition-b":
-        planes = [int(re.search(r"(\d+)$", n).group(1)) for n in model.input_channels]
-        targets = [n.split("_")[0].lower() for n in model.output_channels]
-        return datasets.isl_condition_b(data_dir, planes=planes, targets=targets)
-    if dataset == "mlcp-jurkat":
-        return datasets.mlcp_jurkat(data_dir, inputs=model.input_channels)
-    if os.path.isfile(dataset):
-        return PairedDataset.load(dataset)
-    raise InputError(
-        f"unknown dataset {dataset!r}: use isl-condition-b, mlcp-jurkat or a PairedDataset "
-        "JSON spec file."
-    )
+    Returns:
+        `(spec, input_indices, target_indices)`: the spec and, per model channel, the index
+        of the dataset channel that feeds it.
+    """
+    from vsgan.datasets.real import build
+    from vsgan.io.readers import resolve_channels
+
+    spec = build(dataset, data_dir, **dataset_args)
+    where = f"dataset {dataset!r}"
+    x_idx = resolve_channels(spec.input_names, model.input_channels, spec.in_channels, where)
+    y_idx = resolve_channels(spec.target_names, model.output_channels, spec.out_channels, where)
+    if len(x_idx) != model.in_channels or len(y_idx) != model.out_channels:
+        raise InputError(
+            f"{where} channels {spec.input_names} -> {spec.target_names} do not map one-to-one "
+            f"onto the model's {model.input_channels} -> {model.output_channels}."
+        )
+    return spec, x_idx, y_idx
 
 
 def score_field(pred, target, std=None, names=None) -> dict[str, float]:
@@ -87,6 +93,7 @@ def evaluate_dataset(
     samples: int = 1,
     tile_size: int | None = None,
     figures: bool = True,
+    dataset_args: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Stains every held-out region of `dataset` and scores it against the measured stain.
 
@@ -99,22 +106,19 @@ def evaluate_dataset(
         samples: Monte-Carlo samples (std and its error correlation when > 1).
         tile_size: tile side for `vsgan.stain`.
         figures: write a panel per field (the first 8).
+        dataset_args: the dataset builder's arguments (a preset's `dataset_args`).
 
     Returns:
         One dict of metrics per field (and a final "mean" row).
     """
     from vsgan.evaluation.figures import panel
-    from vsgan.inference import stain
+    from vsgan.inference.stain import stain
 
-    spec = dataset_for_model(model, dataset, data_dir)
-    if spec.in_channels != model.in_channels or spec.out_channels != model.out_channels:
-        raise InputError(
-            f"{dataset} gives {spec.in_channels} -> {spec.out_channels} channels but the model "
-            f"takes {model.in_channels} -> {model.out_channels}: pick the matching dataset."
-        )
+    spec, x_idx, y_idx = dataset_for_model(model, dataset, data_dir, **(dataset_args or {}))
     regions = []
     for field in spec.fields_in(split):
         x, y = field.read()
+        x, y = x[..., x_idx], y[..., y_idx]
         for y0, y1, x0, x1 in field.rects(split, x.shape[:2]):
             regions.append((field.name, x[y0:y1, x0:x1], y[y0:y1, x0:x1]))
     if not regions:
@@ -142,36 +146,20 @@ def evaluate_dataset(
     mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in keys}
     rows.append({"field": "mean", **mean})
     if out is not None:
-        _write(out, rows)
+        write_metrics(out, rows)
     return rows
 
 
-def _write(out: Path, rows: list[dict[str, Any]]) -> None:
+def write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Writes `metrics.csv` and `metrics.json` (each atomically) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     keys = list(rows[0])
-
-    def write_csv(f):
+    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-
-    # Both files are complete before either replaces its predecessor.
-    written = []
-    try:
-        for name, write in (
-            ("metrics.csv", write_csv),
-            ("metrics.json", lambda f: f.write(json.dumps(rows, indent=2))),
-        ):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-            written.append((tmp, out / name))
-            with os.fdopen(fd, "w", newline="") as f:
-                write(f)
-        for tmp, final in written:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in written:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2))
 
 
 def print_table(rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> str:

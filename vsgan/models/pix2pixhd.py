@@ -7,7 +7,6 @@ fool it and to match its features.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import keras
@@ -15,12 +14,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from vsgan import losses
+from vsgan.data.normalize import StainPreprocessor
 from vsgan.errors import InputError
-from vsgan.models import image_metrics
+from vsgan.models import image_metrics, losses
 from vsgan.models.discriminator import MultiScaleDiscriminator
 from vsgan.models.generator import GlobalGenerator, LocalEnhancer
-from vsgan.training import EnhancerSchedule, LinearDecay
 
 
 def _adam(learning_rate: float = 2e-4) -> keras.optimizers.Optimizer:
@@ -89,14 +87,18 @@ class Pix2PixHD(keras.Model):
         split_outputs: one independent generator per output channel (the seed's layout).
         input_channels: names of the input channels (default "input0", ...).
         output_channels: names of the stains (default "stain0", ...).
-        normalization: `{"input": cfg, "target": cfg}` of `vsgan.data.Normalization`
-            configs, stored so predictions come back in target units.
+        normalization: the `vsgan.data.StainPreprocessor` that maps raw intensities to
+            model units and back (or its config dict `{"input": ..., "target": ...}`),
+            checked here and stored in the config, so predictions come back in stain units.
 
     Example:
+    >>> from vsgan.training import schedules
     >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1, ndf=8)
-    >>> model.compile()
+    >>> model.compile(niter=1, niter_decay=1)
     >>> x = np.zeros((2, 32, 32, 1), "float32")
-    >>> history = model.fit(x, x, epochs=1, verbose=0)
+    >>> history = model.fit(x, x, epochs=2, verbose=0, callbacks=schedules(model))
+    >>> sorted(history.history)[:3]
+    ['d_loss', 'g_feat', 'g_gan']
     """
 
     def __init__(
@@ -119,7 +121,7 @@ class Pix2PixHD(keras.Model):
         split_outputs: bool = False,
         input_channels: list[str] | None = None,
         output_channels: list[str] | None = None,
-        normalization: dict[str, Any] | None = None,
+        normalization: StainPreprocessor | dict[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -153,10 +155,10 @@ class Pix2PixHD(keras.Model):
             split_outputs=bool(split_outputs),
             input_channels=input_channels,
             output_channels=output_channels,
-            normalization=normalization,
         )
         for key, value in self._config.items():
             setattr(self, key, value)
+        self.preprocessor = StainPreprocessor.coerce(normalization)
         self.multiple = 2 ** (n_downsample + n_local_enhancers)
         self.generator = _build_generator(self._config)
         self.discriminator = MultiScaleDiscriminator(
@@ -189,8 +191,10 @@ class Pix2PixHD(keras.Model):
             g_optimizer: generator optimizer (default Adam 2e-4, beta_1 0.5).
             d_optimizer: discriminator optimizer (same default; a separate instance).
             niter: epochs at the initial learning rate.
-            niter_decay: epochs of linear decay to 0 afterwards (`fit` adds `LinearDecay`).
+            niter_decay: epochs of linear decay to 0 afterwards.
             niter_fix_global: epochs during which G1 of a local enhancer stays frozen.
+                The three are pix2pixHD's schedule; `vsgan.training.schedules(model)` turns
+                them into the callbacks to pass to `fit` (the `vsgan train` entry adds them).
             perceptual_model: optional feature extractor (any Keras model taking the
                 stain channels); its L1 feature distance is added to the generator loss.
                 Nothing is downloaded; it is not saved with the model.
@@ -335,22 +339,6 @@ class Pix2PixHD(keras.Model):
             self.image_trackers[name].update_state(fn(fake, y))
         return self._logs(self.metrics)
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, plus the learning-rate and local-enhancer schedules.
-
-        The schedules follow the `compile` settings unless `callbacks` holds a
-        `LinearDecay` or `EnhancerSchedule` of its own.
-        """
-        callbacks = list(callbacks or [])
-        if self.g_optimizer is None:
-            raise RuntimeError("Call model.compile() before model.fit().")
-        if not any(isinstance(c, LinearDecay) for c in callbacks):
-            callbacks.insert(0, LinearDecay(self.niter, self.niter_decay))
-        if self.n_local_enhancers and not self.split_outputs and self.niter_fix_global:
-            if not any(isinstance(c, EnhancerSchedule) for c in callbacks):
-                callbacks.insert(0, EnhancerSchedule(self.niter_fix_global))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
-
     def load_global_weights(self, global_model: Pix2PixHD) -> None:
         """Copies a separately trained global generator into this model's G1.
 
@@ -363,83 +351,27 @@ class Pix2PixHD(keras.Model):
             src = source.get_layer(layer.name.removeprefix("global_"))
             layer.set_weights(src.get_weights())
 
-    # --------------------------------------------------------------- inference
-    def check_input(self, x) -> np.ndarray:
-        """Returns `x` as a float32 (B, H, W, C) batch, or raises `InputError` saying why."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise InputError(f"Input dtype {x.dtype} is not numeric: pass an image array.")
-        if x.ndim == 2 and self.in_channels == 1:
-            x = x[None, :, :, None]
-        elif x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != self.in_channels:
-            raise InputError(
-                f"Input shape {x.shape} does not fit this model: it takes (B, H, W, "
-                f"{self.in_channels}) or (H, W, {self.in_channels}) label-free images "
-                f"({', '.join(self.input_channels)})."
-            )
-        if min(x.shape[1:3]) < 1:
-            raise InputError(f"Input shape {x.shape} is empty: pass an image with pixels.")
-        x = x.astype("float32", copy=False)
-        if not np.isfinite(x).all():
-            raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
-        return x
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> Pix2PixHD:
+        """A pretrained model by preset name (keras-hub style); see `vsgan.load_pretrained`.
 
-    def normalizers(self):
-        """The (input, target) `vsgan.data.Normalization` pair that maps raw units.
-
-        Without stored statistics each input field is scaled by its own 1-99.8
-        percentiles into [-1, 1] and the output's [-1, 1] is mapped to [0, 1].
+        Example:
+        >>> model = Pix2PixHD.from_preset("isl-nuclei")
+        >>> model.output_channels
+        ['dapi_confocal_maxproj']
         """
-        from vsgan.data.normalize import Normalization
+        from vsgan.zoo.presets import load_pretrained  # the zoo sits above models: look up late
 
-        stored = self.normalization or {}
-        if stored.get("input") is not None:
-            inp = Normalization.from_config(stored["input"])
-        else:
-            inp = Normalization("percentile", per_field=True)
-        if stored.get("target") is not None:
-            tgt = Normalization.from_config(stored["target"])
-        else:
-            tgt = Normalization(
-                "fixed", offset=[0.5] * self.out_channels, scale=[0.5] * self.out_channels
-            )
-        return inp, tgt
-
-    @tf.function(reduce_retracing=True)
-    def _stochastic_pass(self, x):
-        return self.generator(x, training=True)
-
-    def sample(self, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
-        """Draws `n` Monte-Carlo-dropout predictions per image, in batched passes.
-
-        Args:
-            x: (B, H, W, C) or (H, W, C) input in model units.
-            n: number of samples.
-            batch_size: images per generator call.
-
-        Returns:
-            float32 array (n, B, H, W, out_channels). Without dropout all samples
-            are equal: the generator is deterministic.
-        """
-        x = self.check_input(x)
-        stacked = np.concatenate([x] * int(n), axis=0)
-        outs = [
-            ops.convert_to_numpy(self._stochastic_pass(stacked[i : i + batch_size]))
-            for i in range(0, len(stacked), batch_size)
-        ]
-        return np.concatenate(outs).reshape(n, *x.shape[:3], self.out_channels)
-
-    def export_generator(self, path: str | os.PathLike, overwrite: bool = False) -> str:
-        """Writes a SavedModel that stains any H x W; see `vsgan.export.export_generator`."""
-        from vsgan.export import export_generator
-
-        return export_generator(self, path, overwrite=overwrite)
+        return load_pretrained(name, **kwargs)
 
     # ----------------------------------------------------------------- config
     def get_config(self):
-        return {**super().get_config(), **self._config}
+        return {
+            **super().get_config(),
+            **self._config,
+            "normalization": self.preprocessor.get_config(),
+        }
 
     @classmethod
     def from_config(cls, config):

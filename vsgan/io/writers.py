@@ -7,13 +7,12 @@ for its per-pixel standard deviation over Monte-Carlo samples.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from vsgan.errors import InputError, VsganError
+from vsgan.errors import InputError
+from vsgan.io.files import atomic_path
 
 
 def _channels(mean: np.ndarray, std: np.ndarray | None, targets: list[str]):
@@ -24,22 +23,12 @@ def _channels(mean: np.ndarray, std: np.ndarray | None, targets: list[str]):
 
 
 def write_tiff(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False) -> Path:
-    """Writes a 2-D float32 image as TIFF through a temporary file and `os.replace`."""
+    """Writes a 2-D float32 image as TIFF, atomically."""
     import tifffile
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise VsganError(f"{path} exists: pass overwrite=True (--overwrite) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tif", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(tmp, np.asarray(image, np.float32))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def write_ome_zarr(
@@ -48,12 +37,7 @@ def write_ome_zarr(
     """Writes an OME-Zarr field (array `0`, TCZYX) with OMERO channel labels, atomically."""
     import zarr
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise VsganError(f"{path} exists: pass overwrite=True (--overwrite) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", suffix=".zarr", dir=path.parent))
-    try:
+    with atomic_path(path, overwrite=overwrite, folder=True) as tmp:
         data = np.stack([c for _, c in channels])[None, :, None].astype(np.float32)
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         root.create_array("0", data=data, chunks=(1, 1, 1, *data.shape[-2:]))
@@ -76,21 +60,7 @@ def write_ome_zarr(
                 for name, c in channels
             ]
         }
-        old = None
-        if path.exists():  # moved aside, not deleted, until the new store is in place
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent)) / path.name
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)
-            raise
-        if old is not None:
-            shutil.rmtree(old.parent, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def write_stain(

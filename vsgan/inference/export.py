@@ -6,8 +6,7 @@ an endpoint. Endpoints:
 - `serve(x)`: float32 (B, H, W, C_in) in model units -> model units, like
   `model.generator.predict(x)`.
 - `serve_uint16(x)` / `serve_raw(x)`: uint16 or float32 raw intensities -> stains in
-  target units, through the normalisation stored in the model (see
-  `Pix2PixHD.normalizers`).
+  target units, through the model's preprocessor (`model.preprocessor`).
 
 Padding to the network's size multiple and cropping back happen inside the generator.
 """
@@ -15,13 +14,11 @@ Padding to the network's size multiple and cropping back happen inside the gener
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
-from vsgan.errors import VsganError
+from vsgan.io.files import atomic_path, refuse_existing
 
 
 def export_generator(model, path: str | os.PathLike, overwrite: bool = False) -> str:
@@ -36,20 +33,23 @@ def export_generator(model, path: str | os.PathLike, overwrite: bool = False) ->
         The path written.
 
     Example:
-    >>> model.export_generator("served/")
-    >>> served = tf.saved_model.load("served/")
-    >>> y = served.serve(tf.zeros((1, 300, 200, 1)))
+    >>> import tempfile, os
+    >>> from vsgan import Pix2PixHD
+    >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1)
+    >>> path = export_generator(model, os.path.join(tempfile.mkdtemp(), "served"))
+    >>> served = tf.saved_model.load(path)
+    >>> served.serve(tf.zeros((1, 30, 20, 1))).shape
+    TensorShape([1, 30, 20, 1])
     """
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise VsganError(f"{path} exists: choose another path or pass overwrite=True.")
+    refuse_existing(path, overwrite)
     generator = model.generator
-    in_norm, out_norm = model.normalizers()
+    preprocessor = model.preprocessor
     c = model.in_channels
 
     def stain_raw(x):
-        y = generator(in_norm.normalize_tf(x), training=False)
-        return out_norm.denormalize_tf(y)
+        y = generator(preprocessor.normalize_input_tf(x), training=False)
+        return preprocessor.denormalize_target_tf(y)
 
     archive = keras.export.ExportArchive()
     archive.track(generator)
@@ -68,22 +68,6 @@ def export_generator(model, path: str | os.PathLike, overwrite: bool = False) ->
         stain_raw,
         input_signature=[tf.TensorSpec([None, None, None, c], tf.float32, name="x")],
     )
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    old = None
-    try:
-        archive.write_out(tmp, verbose=False)
-        if os.path.exists(path):  # moved aside, not deleted, until the new one is in place
-            old = tempfile.mkdtemp(prefix=".export-old-", dir=parent)
-            os.replace(path, os.path.join(old, "previous"))
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None and not os.path.exists(path):
-            os.replace(os.path.join(old, "previous"), path)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with atomic_path(path, overwrite=overwrite, folder=True) as tmp:
+        archive.write_out(str(tmp), verbose=False)
     return path

@@ -15,11 +15,12 @@ PRESET = "isl-nuclei"
 
 
 def _model(data_dir):
-    from vsgan.zoo import list_pretrained, load_pretrained
+    from vsgan.zoo.presets import list_pretrained, load_pretrained
 
     if PRESET in list_pretrained():
         return load_pretrained(PRESET), f"preset {PRESET!r}"
-    from vsgan.recipes import Recipe, build_model, build_spec
+    from vsgan.training.callbacks import schedules
+    from vsgan.training.recipes import Recipe, build_model, build_spec
 
     recipe = Recipe(
         dataset="isl-condition-b",
@@ -34,7 +35,7 @@ def _model(data_dir):
     model = build_model(recipe, spec)
     ds = make_dataset(spec, "train", 128, 4, patches_per_field=400, seed=0)
     print("no bundled preset: training a tiny model for ~100 steps first")
-    model.fit(ds, epochs=1, verbose=1)
+    model.fit(ds, epochs=1, verbose=1, callbacks=schedules(model))
     return model, "a tiny model trained just now (no bundled preset)"
 
 
@@ -53,20 +54,21 @@ def run_demo(
         samples: Monte-Carlo dropout samples.
         overwrite: allow writing into a non-empty `out_dir`.
     """
-    from vsgan.data.writers import write_stain
     from vsgan.datasets import find_data
     from vsgan.evaluation.figures import panel
-    from vsgan.evaluation.report import _write, dataset_for_model, print_table, score_field
-    from vsgan.inference import stain
+    from vsgan.evaluation.report import dataset_for_model, print_table, score_field, write_metrics
+    from vsgan.inference.stain import stain
+    from vsgan.io.writers import write_stain
 
     out = Path(out_dir or f"vsgan-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise VsganError(f"{out} exists and is not empty: pass --overwrite or choose another -o.")
     folder = find_data("isl-condition-b", data_dir, download=True)
     model, source = _model(folder.parent)
-    spec = dataset_for_model(model, "isl-condition-b", folder.parent)
+    spec, x_idx, y_idx = dataset_for_model(model, "isl-condition-b", folder.parent)
     (field,) = spec.fields_in("test")
     x, y = field.read()
+    x, y = x[..., x_idx], y[..., y_idx]
     y0, y1, x0, x1 = field.rects("test", x.shape[:2])[0]
     x, y = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
     print(
@@ -90,7 +92,7 @@ def run_demo(
         "field": "heldout_quadrant",
         **score_field(result.mean, y, result.std, model.output_channels),
     }
-    _write(out, [row, {**row, "field": "mean"}])
+    write_metrics(out, [row, {**row, "field": "mean"}])
     print_table([row, {**row, "field": "mean"}])
     print(f"stained {x.shape[0]}x{x.shape[1]} px in {seconds:.1f} s")
     for path in written:

@@ -1,7 +1,10 @@
-"""Training schedules of pix2pixHD as Keras callbacks.
+"""Callbacks around `Pix2PixHD.fit`: pix2pixHD's schedules and the crash-safe ones.
 
-`Pix2PixHD.fit` adds both automatically from its compile settings, so a plain
-`model.fit(...)` follows the original recipe; pass your own instance to override.
+The schedules are explicit: `schedules(model)` builds them from the model's `compile`
+settings (`niter`, `niter_decay`, `niter_fix_global`); `vsgan train` adds them, and a
+`fit` user passes them, so the learning rate follows the original recipe:
+
+    model.fit(dataset, epochs=200, callbacks=vsgan.training.schedules(model))
 """
 
 from __future__ import annotations
@@ -9,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 import keras
 
 from vsgan.errors import VsganError
+from vsgan.io.files import atomic_path
 
 
 class TrainingDiverged(VsganError, RuntimeError):
@@ -49,6 +52,24 @@ class LinearDecay(keras.callbacks.Callback):
         ):
             if base is not None:
                 optimizer.learning_rate = base * self.factor(epoch)
+
+
+def schedules(model) -> list[keras.callbacks.Callback]:
+    """pix2pixHD's learning-rate decay (and local-enhancer freezing) for a compiled model.
+
+    Args:
+        model: a compiled `vsgan.Pix2PixHD`.
+
+    Returns:
+        `[LinearDecay(niter, niter_decay)]`, plus `EnhancerSchedule(niter_fix_global)` for a
+        local enhancer with a frozen-G1 phase.
+    """
+    if getattr(model, "g_optimizer", None) is None:
+        raise VsganError("schedules(model) needs a compiled model: call model.compile() first.")
+    out: list[keras.callbacks.Callback] = [LinearDecay(model.niter, model.niter_decay)]
+    if model.n_local_enhancers and not model.split_outputs and model.niter_fix_global:
+        out.append(EnhancerSchedule(model.niter_fix_global))
+    return out
 
 
 class EnhancerSchedule(keras.callbacks.Callback):
@@ -178,22 +199,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{self._current_epoch:06d}.weights.h5"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=self.backup_dir)
-        os.close(fd)
-        try:
+        with atomic_path(os.path.join(self.backup_dir, name)) as tmp:
             self.model.save_weights(tmp, overwrite=True)
-            _fsync(tmp)
-            os.replace(tmp, os.path.join(self.backup_dir, name))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.backup_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._training_metadata_path)  # the commit point
+        with atomic_path(self._training_metadata_path) as tmp:  # the commit point
+            tmp.write_text(json.dumps(meta))
         for old in os.listdir(self.backup_dir):
             if old != name and (old.endswith(".weights.h5") or old.startswith(".tmp-")):
                 os.remove(os.path.join(self.backup_dir, old))
@@ -201,11 +211,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 class TrainingStateError(VsganError, OSError):
     """A run folder's backup cannot be restored."""
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def enable_determinism(seed: int) -> None:
@@ -221,16 +226,6 @@ def enable_determinism(seed: int) -> None:
 
 
 def atomic_save(model: keras.Model, path: str | os.PathLike) -> None:
-    """`model.save(path)` through a temporary file in the same folder and `os.replace`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
-    os.close(fd)
-    try:
+    """`model.save(path)`, atomically (see `vsgan.io.files.atomic_path`)."""
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -19,8 +19,9 @@ from typing import Any
 
 import keras
 
-from vsgan.convert.pix2pixhd import from_pix2pixhd, save_keras_atomic
 from vsgan.errors import ChecksumError, ModelFileError
+from vsgan.io.files import sha256
+from vsgan.zoo.pix2pixhd import from_pix2pixhd, save_keras_atomic
 
 A549_URL = "https://zenodo.org/records/13173900/files/dlmbl_requisites.zip"
 A549_ARCHIVE_NAME = "dlmbl_requisites.zip"
@@ -99,7 +100,7 @@ def _offline_help(archive: Path) -> str:
 def _download(cache_dir: Path) -> Path:
     """Fetches the archive into `cache_dir` (once), or says how to do it by hand."""
     target = cache_dir / A549_ARCHIVE_NAME
-    if target.is_file() and (A549_SHA256 is None or _sha256(target) == A549_SHA256):
+    if target.is_file() and (A549_SHA256 is None or sha256(target) == A549_SHA256):
         return target
     # get_file falls back to /tmp/.keras when the directory is missing: create it first.
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -112,27 +113,19 @@ def _download(cache_dir: Path) -> Path:
             cache_subdir="",
         )
     except Exception as err:  # get_file raises plain Exception for network failures
-        if A549_SHA256 is not None and target.is_file() and _sha256(target) != A549_SHA256:
+        if A549_SHA256 is not None and target.is_file() and sha256(target) != A549_SHA256:
             _refuse_download(target)
         raise ModelFileError(
             f"Could not download the A549 models ({type(err).__name__}: {err}). "
             + _offline_help(target)
         ) from None
-    if A549_SHA256 is not None and _sha256(Path(path)) != A549_SHA256:
+    if A549_SHA256 is not None and sha256(Path(path)) != A549_SHA256:
         _refuse_download(Path(path))
     return Path(path)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _refuse_download(path: Path) -> None:
-    got = _sha256(path)
+    got = sha256(path)
     path.unlink()
     raise ChecksumError(
         f"The downloaded A549 archive has sha256 {got}, not the recorded {A549_SHA256}: it "

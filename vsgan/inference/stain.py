@@ -23,8 +23,8 @@ field only the output accumulators are field-sized.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
+import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -33,7 +33,15 @@ from tqdm.auto import tqdm
 
 from vsgan.errors import InputError
 
-__all__ = ["DEFAULT_TILE_SIZE", "StainResult", "TileGrid", "stain", "tile_grid"]
+__all__ = [
+    "DEFAULT_TILE_SIZE",
+    "StainResult",
+    "TileGrid",
+    "check_batch",
+    "sample",
+    "stain",
+    "tile_grid",
+]
 
 DEFAULT_TILE_SIZE = 512
 # Monte-Carlo samples of one tile per generator call are capped by batch_size.
@@ -203,48 +211,134 @@ def _validate(image, in_channels: int) -> np.ndarray:
     return x
 
 
-def _normalizers(model, raw: np.ndarray):
-    """(raw input -> model units, model output -> target units) for the model and field."""
-    from vsgan.data.normalize import Normalization
+def check_batch(model, x) -> np.ndarray:
+    """`x` as a float32 (B, H, W, C_in) batch in model units, or `InputError` saying why."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"Input dtype {x.dtype} is not numeric: pass an image array.")
+    if x.ndim == 2 and model.in_channels == 1:
+        x = x[None, :, :, None]
+    elif x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != model.in_channels:
+        raise InputError(
+            f"Input shape {x.shape} does not fit this model: it takes (B, H, W, "
+            f"{model.in_channels}) or (H, W, {model.in_channels}) label-free images "
+            f"({', '.join(model.input_channels)})."
+        )
+    if min(x.shape[1:3]) < 1:
+        raise InputError(f"Input shape {x.shape} is empty: pass an image with pixels.")
+    x = x.astype("float32", copy=False)
+    if not np.isfinite(x).all():
+        raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
+    return x
 
-    cfg = getattr(model, "normalization", None) or {}
-    if cfg.get("input") is not None:
-        norm = Normalization.from_config(cfg["input"])
-    else:
-        # No stored statistics: each field's own 1 - 99.8 percentiles map to [-1, 1].
-        norm = Normalization("percentile", per_field=True, low=1.0, high=99.8)
-    if norm.per_field and norm.method not in ("fixed", "identity"):
-        # Fit this field's statistics once (quantiles from at most 1M pixels per channel),
-        # so tiles can be normalised one batch at a time: no float copy of the whole field.
-        norm = Normalization(norm.method, low=norm.low, high=norm.high).fit([raw])
-    if cfg.get("target") is not None:
-        to_target = Normalization.from_config(cfg["target"]).denormalize
-    else:
-        # No target statistics: the tanh range [-1, 1] comes back as [0, 1].
-        def to_target(y):
-            return (np.asarray(y, np.float32) + 1.0) / 2.0
 
-    return norm.normalize, to_target
+def _whole(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer | float):
+        raise InputError(f"{name}={value!r}: give a whole number >= {minimum}.")
+    if not (math.isfinite(value) and int(value) == value and value >= minimum):
+        raise InputError(f"{name}={value!r}: give a whole number >= {minimum}.")
+    return int(value)
+
+
+def _stochastic_pass(generator):
+    """A traced `generator(x, training=True)` (dropout on), cached on the generator."""
+    fn = getattr(generator, "_vsgan_stochastic_pass", None)
+    if fn is None:
+        import keras
+
+        if not isinstance(generator, keras.Layer):  # a plain callable (tests, wrappers)
+            return lambda x: generator(x, training=True)
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: generator(x, training=True), reduce_retracing=True)
+        generator._vsgan_stochastic_pass = fn
+    return fn
+
+
+def sample(model, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
+    """Draws `n` Monte-Carlo-dropout predictions per image, in batched passes.
+
+    Args:
+        model: a `vsgan.Pix2PixHD`.
+        x: (B, H, W, C) or (H, W, C) input in model units.
+        n: number of samples.
+        batch_size: images per generator call.
+
+    Returns:
+        float32 array (n, B, H, W, out_channels). Without dropout all samples are equal:
+        the generator is deterministic.
+
+    Example:
+    >>> from vsgan import Pix2PixHD
+    >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1, dropout=0.5)
+    >>> sample(model, np.zeros((16, 16, 1)), n=3).shape
+    (3, 1, 16, 16, 1)
+    """
+    x = check_batch(model, x)
+    n, batch_size = _whole(n, "n"), _whole(batch_size, "batch_size")
+    stacked = np.concatenate([x] * n, axis=0)
+    run = _stochastic_pass(model.generator)
+    outs = [
+        np.asarray(run(stacked[i : i + batch_size]), np.float32)
+        for i in range(0, len(stacked), batch_size)
+    ]
+    return np.concatenate(outs).reshape(n, *x.shape[:3], model.out_channels)
 
 
 def _runner(model, samples: int):
     """fn(x (B, H, W, C) float32, n) -> (n, B, H, W, C_out) model-unit outputs."""
+    generator = model.generator
     if samples == 1:
-        generator = model.generator
 
         def run(x, n):
             return np.asarray(generator.predict_on_batch(x), np.float32)[None]
 
         return run
-    params = inspect.signature(model.sample).parameters.values()
-    takes_batch = any(p.name == "batch_size" or p.kind is p.VAR_KEYWORD for p in params)
 
     def run(x, n):
         # One generator call for all n samples of the batch.
-        kwargs = {"batch_size": n * len(x)} if takes_batch else {}
-        return np.asarray(model.sample(x, n, **kwargs), np.float32)
+        return sample(model, x, n, batch_size=n * len(x))
 
     return run
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".h5", ".hdf5")
+
+
+def read_fields(inputs: list[str], model) -> list[tuple[str, np.ndarray]]:
+    """(name, raw (H, W, C_in)) for every input file, folder or zarr store, each checked.
+
+    One file per input channel (e.g. the planes of a z-stack) given together make one field.
+    """
+    from pathlib import Path
+
+    from vsgan.io.readers import read_image
+
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir() and item.suffix != ".zarr":
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(item)
+    if not paths:
+        raise InputError(f"no images found in {inputs}: give image files or folders of them.")
+    images = [(p, read_image(p)) for p in paths]
+    in_channels = int(model.in_channels)
+    if in_channels > 1 and len(images) == in_channels and all(i.shape[-1] == 1 for _, i in images):
+        name = os.path.commonprefix([p.stem for p, _ in images]).rstrip("_-") or "field"
+        fields = [(name, np.concatenate([img for _, img in images], axis=-1))]
+    else:
+        fields = [
+            (p.name[: -len(".zarr")] if p.suffix == ".zarr" else p.stem, img) for p, img in images
+        ]
+    for name, raw in fields:
+        try:
+            _validate(raw, in_channels)
+        except InputError as error:
+            raise InputError(f"{name}: {error}") from None
+    return fields
 
 
 class _Moments:
@@ -279,16 +373,14 @@ def stain(
 ) -> StainResult:
     """Virtually stains a whole raw label-free field.
 
-    The input is normalised with the model's stored statistics (`model.normalization`
-    ["input"]); a model without them normalises each field by its own 1st-99.8th
-    percentiles to [-1, 1] (estimated, as `Normalization.fit` does, from at most a million
-    pixels per channel; exact for fields up to 1000 x 1000). The output is de-normalised
-    with `model.normalization["target"]`; without target statistics the generator's
-    [-1, 1] output is returned mapped to [0, 1].
+    The input is normalised by the model's preprocessor (`model.preprocessor`, a
+    `vsgan.data.StainPreprocessor`; a per-field normalisation is fitted once on the whole
+    field, from at most a million pixels per channel), and the output is de-normalised by
+    it back into stain units.
 
     Args:
         model: a `vsgan.Pix2PixHD` (or any object with `generator`, `in_channels`,
-            `out_channels`, `multiple`, `sample(x, n)` and `normalization`).
+            `out_channels`, `input_channels`, `multiple`, `dropout` and `preprocessor`).
         image: raw field, (H, W) or (H, W, C_in), any numeric dtype, any size.
         samples: Monte-Carlo-dropout passes per tile (dropout on); 1 runs the generator once
             deterministically.
@@ -306,18 +398,14 @@ def stain(
     Example:
     >>> import numpy as np
     >>> from vsgan import Pix2PixHD
-    >>> from vsgan.inference import stain
+    >>> from vsgan.inference.stain import stain
     >>> model = Pix2PixHD(1, 1, ngf=8, n_downsample=2, n_blocks=1, dropout=0.2)
     >>> field = np.random.default_rng(0).integers(0, 4000, (100, 150), dtype=np.uint16)
     >>> result = stain(model, field, samples=4, tile_size=64)
     >>> result.mean.shape, result.std.shape
     ((100, 150, 1), (100, 150, 1))
     """
-    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
-        raise InputError(f"samples={samples!r}: give a whole number >= 1 (e.g. 20 for MC dropout).")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(f"batch_size={batch_size!r}: give a whole number >= 1.")
-    samples, batch_size = int(samples), int(batch_size)
+    samples, batch_size = _whole(samples, "samples"), _whole(batch_size, "batch_size")
     multiple = int(getattr(model, "multiple", 1) or 1)
     raw = _validate(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):
@@ -330,7 +418,8 @@ def stain(
     height, width = raw.shape[:2]
     grid = tile_grid(height, width, tile_size, overlap, multiple)
     (th, tw), (hp, wp) = grid.tile_shape, grid.padded_shape
-    to_model, to_target = _normalizers(model, raw)
+    preprocessor = model.preprocessor
+    to_model, to_target = preprocessor.for_field(raw).normalize, preprocessor.denormalize_target
     if (hp, wp) != (height, width):
         # Mirror like the generator's own PadToMultiple, so a small field stains the same
         # whether or not it is padded here (only fields smaller than a tile are padded).

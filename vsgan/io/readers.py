@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vsgan.data import omezarr
 from vsgan.errors import DataFileError, InputError
+from vsgan.io import ome_zarr
+from vsgan.io.files import check_size
 
 Channels = int | str | Sequence[int | str] | None
 
-# Larger images are refused before they are read (a corrupt or hostile header can claim
-# terabytes); raise it for genuinely larger fields.
-MAX_IMAGE_BYTES = 16 * 2**30
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -106,17 +104,6 @@ def resolve_channels(
     return out
 
 
-def _check_size(shape, dtype, where) -> None:
-    """Refuses images whose decoded size passes `MAX_IMAGE_BYTES`, before decoding them."""
-    nbytes = int(np.prod([int(n) for n in shape], dtype=object)) * np.dtype(dtype).itemsize
-    if nbytes > MAX_IMAGE_BYTES:
-        raise InputError(
-            f"{where}: the image claims shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB), more "
-            f"than vsgan reads at once ({MAX_IMAGE_BYTES / 2**30:.0f} GiB). Fix: check the file "
-            "is not corrupt, crop it into fields, or raise vsgan.data.readers.MAX_IMAGE_BYTES."
-        )
-
-
 def _as_hwc(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim == 2:
         return arr[..., np.newaxis]
@@ -135,7 +122,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, list[str] | None]:
         if not tif.series:
             raise DataFileError(f"{path}: TIFF holds no image series.")
         series = tif.series[0]
-        _check_size(series.shape, series.dtype, path)
+        check_size(series.shape, series.dtype, path)
         data = series.asarray()
         axes = series.axes.upper()
         names = None
@@ -157,7 +144,7 @@ def _read_pil(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            _check_size((im.height, im.width, len(im.getbands())), np.uint16, path)
+            check_size((im.height, im.width, len(im.getbands())), np.uint16, path)
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             data = np.array(im)
@@ -212,7 +199,7 @@ def read_hdf5(path: str | Path, dataset: str | None = None, index: int | None = 
             raise DataFileError(f"{path}::{dataset} is empty (shape {ds.shape}).")
         if index is not None and not (ds.ndim and -ds.shape[0] <= index < ds.shape[0]):
             raise InputError(f"{path}::{dataset}: index {index} out of range for shape {ds.shape}.")
-        _check_size(ds.shape if index is None else ds.shape[1:], ds.dtype, f"{path}::{dataset}")
+        check_size(ds.shape if index is None else ds.shape[1:], ds.dtype, f"{path}::{dataset}")
         key = (*stamp, dataset)
         if key not in _H5_CACHE and index is not None and ds.nbytes <= _H5_CACHE_BYTES:
             while len(_H5_CACHE) >= 8:  # a few stacks at most, oldest out first
@@ -258,7 +245,7 @@ def read_image_with_names(
         raise DataFileError(f"{path}: the file is empty (0 bytes). Fix: copy it again.")
     if is_zarr:
         try:
-            data, names = omezarr.read_field(path, position or inner, z=z)
+            data, names = ome_zarr.read_field(path, position or inner, z=z)
         except (DataFileError, InputError):
             raise
         except Exception as e:  # zarr raises many types on damaged metadata
@@ -293,7 +280,7 @@ def read_image_with_names(
             if not (data.ndim and -data.shape[0] <= index < data.shape[0]):
                 raise InputError(f"{path}: index {index} out of range for shape {data.shape}.")
             data = data[index]
-        _check_size(data.shape, data.dtype, path)
+        check_size(data.shape, data.dtype, path)
         data = np.asarray(data)
     else:
         raise DataFileError(
@@ -369,5 +356,5 @@ def channel_names(source: str | Path, **kwargs) -> list[str] | None:
         or (path / ".zattrs").exists()
         or (path / "zarr.json").exists()
     ):
-        return omezarr.field_channel_names(path, kwargs.get("position") or inner)
+        return ome_zarr.field_channel_names(path, kwargs.get("position") or inner)
     return read_image_with_names(source, **kwargs)[1]

@@ -29,14 +29,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vsgan.data.normalize import StainPreprocessor
 from vsgan.errors import InputError, VsganError
+from vsgan.io.files import remove_stale_temporaries
 from vsgan.models import Pix2PixHD
-from vsgan.training import (
+from vsgan.training.callbacks import (
     AtomicBackupAndRestore,
     AtomicCheckpoint,
     NanGuard,
     SyncSamplerEpoch,
     enable_determinism,
+    schedules,
 )
 
 
@@ -45,8 +48,9 @@ class Recipe:
     """How to train one model.
 
     Args:
-        dataset: "isl-condition-b", "mlcp-jurkat", "a549-vscyto2d", "synthetic" or a path to
-            a `PairedDataset` JSON spec.
+        dataset: a name of the dataset registry (`vsgan.datasets.real.BUILDERS`:
+            "isl-condition-b", "mlcp-jurkat", "a549-vscyto2d", "synthetic") or a path to a
+            `PairedDataset` JSON spec.
         dataset_args: keyword arguments of the dataset's spec constructor.
         model: `Pix2PixHD` keyword arguments (channel counts and names come from the data).
         patch_size: training crop side (None: whole images, e.g. 40x40 cells).
@@ -108,6 +112,26 @@ class Recipe:
         if not isinstance(self.dataset_args, dict) or not isinstance(self.model, dict):
             raise InputError("recipe dataset_args and model must be mappings (JSON objects).")
 
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with the given fields changed (None values are ignored), validated.
+
+        Changing `epochs` alone re-splits the schedule: half constant, half decaying, as
+        pix2pixHD's 100 + 100.
+
+        Example:
+        >>> r = Recipe(epochs=20, niter=10, niter_decay=10).replace(epochs=6, seed=None)
+        >>> r.epochs, r.niter, r.niter_decay
+        (6, 3, 3)
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        new = dataclasses.replace(self, **changes)
+        if "epochs" in changes and not {"niter", "niter_decay"} & set(changes):
+            if new.niter + new.niter_decay != new.epochs:
+                new.niter = new.epochs // 2
+                new.niter_decay = new.epochs - new.niter
+        new.validate()
+        return new
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
         """Reads a recipe from a JSON or YAML file."""
@@ -146,84 +170,18 @@ def l1_baseline(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, model=model)
 
 
-# Compact configurations that train on 2 CPU cores within hours (see weights/*.md).
-_ISL_NUCLEI = Recipe(
-    dataset="isl-condition-b",
-    dataset_args={"targets": ["dapi"]},
-    model=dict(ngf=16, n_downsample=3, n_blocks=4, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
-    patch_size=256,
-    batch_size=4,
-    steps_per_epoch=100,
-    epochs=16,
-    niter=8,
-    niter_decay=8,
-    precision="float32",  # as trained; mixed_bfloat16 trains ~1.9x faster (benchmarks/)
-)
-_JURKAT_DNA = Recipe(
-    dataset="mlcp-jurkat",
-    model=dict(ngf=16, n_downsample=2, n_blocks=3, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
-    patch_size=None,
-    batch_size=32,
-    steps_per_epoch=100,
-    epochs=10,
-    niter=5,
-    niter_decay=5,
-    foreground_weighted=False,
-    precision="float32",
-)
-RECIPES: dict[str, Recipe] = {
-    "isl-nuclei": _ISL_NUCLEI,
-    "isl-nuclei-l1": l1_baseline(_ISL_NUCLEI),
-    "jurkat-dna": _JURKAT_DNA,
-    "jurkat-dna-l1": l1_baseline(_JURKAT_DNA),
-    # The seed's A549 configuration (REFERENCE section 3), for a machine with a GPU.
-    "a549": Recipe(
-        dataset="a549-vscyto2d",
-        model=dict(ngf=64, n_downsample=4, n_blocks=9, ndf=32, num_d=2, dropout=0.2),
-        patch_size=512,
-        batch_size=4,
-        steps_per_epoch=500,
-        epochs=200,
-        niter=100,
-        niter_decay=100,
-        foreground_weighted=False,
-    ),
-}
-
-
-def get_recipe(name_or_path: str) -> Recipe:
-    """A registered recipe by name, or one read from a JSON/YAML file."""
-    if name_or_path in RECIPES:
-        return dataclasses.replace(RECIPES[name_or_path])
-    if os.path.isfile(name_or_path):
-        return Recipe.load(name_or_path)
-    raise InputError(
-        f"unknown recipe {name_or_path!r}: use one of {sorted(RECIPES)} or a JSON/YAML file."
-    )
+def get_recipe(path: str | os.PathLike) -> Recipe:
+    """A recipe read from a JSON/YAML file (presets' recipes: `vsgan.zoo.preset_recipe`)."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such recipe file. Fix: give a JSON or YAML recipe file.")
+    return Recipe.load(path)
 
 
 def build_spec(recipe: Recipe, data: str | os.PathLike | None = None):
     """The `PairedDataset` a recipe trains on, with normalisations fitted on training pixels."""
-    from vsgan import datasets
-    from vsgan.data import PairedDataset
+    from vsgan.datasets.real import build
 
-    name = recipe.dataset
-    args = dict(recipe.dataset_args)
-    if name == "isl-condition-b":
-        spec = datasets.isl_condition_b(data, **args)
-    elif name == "mlcp-jurkat":
-        spec = datasets.mlcp_jurkat(data, **args)
-    elif name == "a549-vscyto2d":
-        if data is None:
-            raise InputError("the a549 recipe needs --data: the VSCyto2D training .zarr store.")
-        spec = datasets.a549_vscyto2d(data, **args)
-    elif name == "synthetic":
-        spec = datasets.synthetic_cells(**{"n_fields": 8, "size": 128, **args})
-    elif os.path.isfile(name):
-        spec = PairedDataset.load(name)
-    else:
-        raise InputError(f"unknown dataset {name!r} in the recipe.")
-    return spec.fit_normalization()
+    return build(recipe.dataset, data, **recipe.dataset_args).fit_normalization()
 
 
 def build_model(recipe: Recipe, spec) -> Pix2PixHD:
@@ -234,10 +192,7 @@ def build_model(recipe: Recipe, spec) -> Pix2PixHD:
             out_channels=spec.out_channels,
             input_channels=spec.input_names,
             output_channels=spec.target_names,
-            normalization={
-                "input": spec.input_norm.get_config(),
-                "target": spec.target_norm.get_config(),
-            },
+            normalization=StainPreprocessor(spec.input_norm, spec.target_norm),
             **recipe.model,
         )
     except (TypeError, ValueError) as error:
@@ -331,12 +286,12 @@ def train(
     if finished:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".tmp-*"):  # left by a run killed while saving
-        stale.unlink()
+    remove_stale_temporaries(out)  # left by a run killed while saving
     (out / "recipe.json").write_text(
         json.dumps({**recipe.get_config(), "data": None if data is None else str(data)}, indent=2)
     )
     callbacks = [
+        *schedules(model),
         SyncSamplerEpoch(train_ds.sampler),
         AtomicBackupAndRestore(backup),
         NanGuard(str(out / "model.keras")),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from vsgan.convert.torch_checkpoint import load_torch_state_dict
 from vsgan.errors import ModelFileError
+from vsgan.io.files import atomic_path
 from vsgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from vsgan.models.generator import GlobalGenerator, LocalEnhancer, ResnetBlock
 from vsgan.models.pix2pixhd import Pix2PixHD
+from vsgan.zoo.torch_checkpoint import load_torch_state_dict
 
 StateDict = dict[str, np.ndarray]
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
@@ -348,16 +348,8 @@ def save_keras_atomic(model: keras.Model, out_path: str | os.PathLike, overwrite
     if out.suffix != ".keras":
         raise ValueError(f"'{out}' must end in .keras (Keras' native format).")
     _refuse_existing(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename on one file system; Keras needs the suffix.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".keras", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         model.save(tmp, overwrite=True)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vsgan.errors import DataFileError, InputError
+from vsgan.io.files import check_size
 
 
 def _attrs(group) -> dict[str, Any]:
@@ -136,14 +137,13 @@ def read_field(
             index.append(z)
         else:
             index.append(slice(None))
-    from vsgan.data.readers import _check_size
 
     if len(index) != arr.ndim or "Y" not in axes or "X" not in axes:
         raise DataFileError(
             f"{where}: array {level!r} has shape {arr.shape} but axes {axes!r}. Fix: write the "
             "field as a TCZYX array with matching multiscales axes."
         )
-    _check_size([n for n, i in zip(arr.shape, index) if isinstance(i, slice)], arr.dtype, where)
+    check_size([n for n, i in zip(arr.shape, index) if isinstance(i, slice)], arr.dtype, where)
     try:
         data = np.asarray(arr[tuple(index)])
     except IndexError as e:

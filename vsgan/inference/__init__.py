@@ -1,0 +1,15 @@
+"""Using a trained model: `stain.stain` (tiles, Monte-Carlo samples, blending, units) and export
+(SavedModel, ONNX)."""
+
+from vsgan import _lazy
+
+__getattr__, __dir__ = _lazy.attributes(
+    __name__,
+    {
+        "StainResult": ".stain",
+        "TileGrid": ".stain",
+        "sample": ".stain",
+        "tile_grid": ".stain",
+        "export_generator": ".export",
+    },
+)
