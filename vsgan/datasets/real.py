@@ -1,8 +1,9 @@
 """`PairedDataset` specs of the real datasets: isl-condition-b, mlcp-jurkat, VSCyto2D A549.
 
-Example:
->>> spec = isl_condition_b("/data")  # doctest: +SKIP
->>> ds = vsgan.data.make_dataset(spec, patch_size=256, batch_size=4)  # doctest: +SKIP
+Example (with the data folder in `$VSGAN_DATA`; `download=True` fetches it):
+>>> spec = build("isl-condition-b", targets=["dapi"])
+>>> spec.in_channels, spec.target_names
+(13, ['dapi_confocal_maxproj'])
 """
 
 from __future__ import annotations

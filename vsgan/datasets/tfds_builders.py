@@ -6,13 +6,16 @@ Each reads a local folder: ``manual_dir`` (``tfds.download.DownloadConfig(manual
 public origin with sha256 checks where the origin serves the files directly. Offline, the error says
 exactly what to fetch and where to put it.
 
-Example:
+Example (the data folder in `$VSGAN_DATA`):
+>>> import os, tempfile
 >>> import tensorflow_datasets as tfds
->>> from vsgan.datasets.tfds_builders import IslConditionB
->>> b = IslConditionB(data_dir="/tmp/tfds")  # doctest: +SKIP
->>> b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir="/data"))
-... # doctest: +SKIP
->>> train = b.as_dataset(split="train")  # doctest: +SKIP
+>>> b = IslConditionB(data_dir=tempfile.mkdtemp())
+>>> config = tfds.download.DownloadConfig(manual_dir=os.environ["VSGAN_DATA"])
+>>> b.download_and_prepare(download_config=config)  # doctest: +ELLIPSIS
+Downloading and preparing dataset ...
+Dataset isl_condition_b downloaded and prepared to ...
+>>> sorted(b.info.splits)
+['test', 'train']
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vsgan.data import readers
+from vsgan.io import readers
 from vsgan.datasets import real, sources
 from vsgan.errors import DataFileError
 

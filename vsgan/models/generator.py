@@ -127,7 +127,7 @@ class GlobalGenerator(keras.Model):
 
     Example:
     >>> g = GlobalGenerator(1, 1, ngf=8, n_downsample=2, n_blocks=1)
-    >>> g(keras.ops.zeros((1, 30, 30, 1))).shape
+    >>> tuple(g(keras.ops.zeros((1, 30, 30, 1))).shape)
     (1, 30, 30, 1)
     """
 

@@ -1,11 +1,11 @@
 """Datasets: synthetic cells, finding / checking the real data, TFDS builders, A549 layout."""
 
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from PIL import Image
 
 from vsgan.datasets import (
@@ -20,16 +20,7 @@ from vsgan.datasets import (
 from vsgan.errors import DataFileError
 from vsgan.io import ome_zarr
 
-
-def shared_data() -> Path | None:
-    """$VSGAN_DATA, or ../shared/data beside the clone (CI runs a fresh clone there)."""
-    for d in (os.environ.get("VSGAN_DATA"), Path(__file__).parents[2] / "shared" / "data"):
-        if d and (Path(d) / "isl-condition-b").is_dir():
-            return Path(d)
-    return None
-
-
-DATA = shared_data()
+DATA = shared_data_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="real data (../shared/data) not present")
 
 
