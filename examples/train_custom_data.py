@@ -2,8 +2,9 @@
 
 Any `tf.data.Dataset` of (input, target) float32 batches works: (B, H, W, C_in) label-free
 images and (B, H, W, C_out) stains scaled to [-1, 1]. Here the pairs are NumPy arrays
-(replace `load_pairs` with your files), normalised with `vsgan.Normalization` so that the
-model can give predictions back in your intensity units.
+(replace `load_pairs` with your files), normalised by a `vsgan.StainPreprocessor` that the
+model owns, so that it gives predictions back in your intensity units. (Without Python:
+`vsgan train --data FOLDER ...`, see the README.)
 
     python examples/train_custom_data.py --epochs 5 --out my_model.keras
 """
@@ -26,9 +27,12 @@ def load_pairs(n: int = 48, size: int = 128):
 def main(epochs: int, out: str, batch_size: int = 4) -> None:
     x, y, input_names, target_names = load_pairs()
     split = int(0.8 * len(x))  # split by field, never by crop
-    x_norm = vsgan.Normalization("median_iqr", per_field=True)  # inputs: each field alone
-    y_norm = vsgan.Normalization("percentile").fit(list(y[:split]))  # targets: train stats
-    x_model, y_model = x_norm.normalize(x), np.clip(y_norm.normalize(y), -1, 1)
+    preprocessor = vsgan.StainPreprocessor(
+        input=vsgan.Normalization("median_iqr", per_field=True),  # inputs: each field alone
+        target=vsgan.Normalization("percentile").fit(list(y[:split])),  # targets: train stats
+    )
+    x_model = preprocessor.normalize_input(x)
+    y_model = np.clip(preprocessor.normalize_target(y), -1, 1)
 
     def dataset(a, b, shuffle):
         ds = tf.data.Dataset.from_tensor_slices((a, b))
@@ -48,14 +52,14 @@ def main(epochs: int, out: str, batch_size: int = 4) -> None:
         lambda_l1=10.0,
         input_channels=input_names,
         output_channels=target_names,
-        normalization={"input": x_norm.get_config(), "target": y_norm.get_config()},
+        normalization=preprocessor,  # stored in the model's config
     )
     model.compile(niter=epochs // 2, niter_decay=epochs - epochs // 2)
     model.fit(
         dataset(x_model[:split], y_model[:split], shuffle=True),
         validation_data=dataset(x_model[split:], y_model[split:], shuffle=False),
         epochs=epochs,
-        callbacks=[keras_backup(out)],
+        callbacks=[*vsgan.training.schedules(model), keras_backup(out)],
     )
     model.save(out)
     result = vsgan.stain(model, x[split], samples=4)  # raw field in, target units out

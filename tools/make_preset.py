@@ -2,8 +2,8 @@
 
     python tools/make_preset.py RUN_DIR NAME DATASET [--baseline BASELINE_RUN] [--samples 8]
 
-Writes weights/NAME.weights.h5, weights/NAME.json (config, channels, normalisation, sha256,
-held-out metrics, training facts) and weights/NAME_heldout.png, and prints the numbers the
+Writes weights/NAME.weights.h5, the preset record weights/NAME.json (recipe, dataset and its
+arguments, config, channels, normalisation, sha256, held-out metrics, training facts) and weights/NAME_heldout.png, and prints the numbers the
 model card (weights/NAME.md, written by hand) quotes.
 """
 
@@ -73,11 +73,14 @@ def main():
     }
     print("GAN", json.dumps(metrics, indent=1))
     recipe, facts = run_facts(run)
+    recipe.pop("data", None)  # where it lived on the training machine: not part of the record
     card = {
         "description": args.description,
-        "metrics": metrics,
-        "training": {**facts, "recipe": recipe},
         "dataset": args.dataset,
+        "dataset_args": recipe.get("dataset_args", {}),
+        "recipe": recipe,
+        "metrics": metrics,
+        "training": facts,
     }
     if args.baseline:
         base = vsgan.load_pretrained(Path(args.baseline) / "model.keras")
