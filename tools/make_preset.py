@@ -3,8 +3,9 @@
     python tools/make_preset.py RUN_DIR NAME DATASET [--baseline BASELINE_RUN] [--samples 8]
 
 Writes weights/NAME.weights.h5, the preset record weights/NAME.json (recipe, dataset and its
-arguments, config, channels, normalisation, sha256, held-out metrics, training facts) and weights/NAME_heldout.png, and prints the numbers the
-model card (weights/NAME.md, written by hand) quotes.
+arguments, config, channels, normalisation, sha256, held-out metrics, training facts) and
+weights/NAME_heldout.png, and prints the numbers the model card (weights/NAME.md, written by
+hand) quotes.
 """
 
 import argparse

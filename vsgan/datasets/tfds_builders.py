@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vsgan.io import readers
 from vsgan.datasets import real, sources
 from vsgan.errors import DataFileError
+from vsgan.io import readers
 
 
 def _manual_dir(dl_manager) -> Path | None:
