@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import TINY
 from vsgan.data.normalize import Normalization, StainPreprocessor
 from vsgan.errors import InputError
-from vsgan.inference.stain import StainResult, stain, tile_grid
+from vsgan.inference.stain import StainResult, sample, stain, tile_grid
 from vsgan.models import Pix2PixHD
 from vsgan.models.layers import InstanceNormalization
-
-TINY = dict(ngf=8, n_downsample=2, n_blocks=1, ndf=8, num_d=1)
 
 
 class FnGenerator:
@@ -339,3 +338,32 @@ def test_result_and_progress_bar(capsys):
     result = stain(model, np.zeros((70, 70), np.uint8), tile_size=32, progress=True)
     assert isinstance(result, StainResult) and result.tiles == 9
     assert "stain" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- sample
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((1, 8, 8, 3), "float32"), "but the model takes 1"),
+        (np.full((8, 8, 1), np.nan, "float32"), "NaN"),
+        (np.array([["a"]]), "not a number type"),
+        (np.zeros((1, 0, 8, 1), "float32"), "empty"),
+    ],
+)
+def test_sample_rejects_bad_input_clearly(x, message):
+    m = Pix2PixHD(1, 1, **TINY)
+    with pytest.raises(InputError, match=message):
+        sample(m, x, 2)
+
+
+def test_sample_draws_distinct_samples_only_with_dropout():
+    x = np.random.default_rng(0).normal(size=(3, 16, 24, 1)).astype("float32")
+    with_dropout = sample(Pix2PixHD(1, 2, dropout=0.3, **TINY), x, n=4, batch_size=5)
+    assert with_dropout.shape == (4, 3, 16, 24, 2)
+    assert with_dropout.std(axis=0).mean() > 1e-3
+    without = Pix2PixHD(1, 2, dropout=0.0, **TINY)
+    samples = sample(without, x, n=3)
+    np.testing.assert_allclose(samples[0], samples[2], atol=1e-6)
+    np.testing.assert_allclose(samples[1], without.generator.predict(x, verbose=0), atol=1e-5)

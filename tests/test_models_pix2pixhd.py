@@ -3,11 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
 
 import vsgan
+from conftest import TINY
 from vsgan.errors import InputError
-from vsgan.inference import sample
 
 rng = np.random.default_rng(0)
 
@@ -96,29 +95,3 @@ def test_split_outputs_builds_one_generator_per_stain():
 def test_bad_constructor_arguments_say_what_to_fix(kwargs, message):
     with pytest.raises((InputError, ValueError), match=message):
         vsgan.Pix2PixHD(**{"in_channels": 1, "out_channels": 1, **TINY, **kwargs})
-
-
-@pytest.mark.parametrize(
-    "x, message",
-    [
-        (np.zeros((1, 8, 8, 3), "float32"), "does not fit this model"),
-        (np.full((8, 8, 1), np.nan, "float32"), "NaN"),
-        (np.array([["a"]]), "not numeric"),
-        (np.zeros((1, 0, 8, 1), "float32"), "empty"),
-    ],
-)
-def test_sample_rejects_bad_input_clearly(x, message):
-    m = vsgan.Pix2PixHD(1, 1, **TINY)
-    with pytest.raises(InputError, match=message):
-        sample(m, x, 2)
-
-
-def test_sample_draws_distinct_samples_only_with_dropout():
-    x = rng.normal(size=(3, 16, 24, 1)).astype("float32")
-    with_dropout = sample(vsgan.Pix2PixHD(1, 2, dropout=0.3, **TINY), x, n=4, batch_size=5)
-    assert with_dropout.shape == (4, 3, 16, 24, 2)
-    assert with_dropout.std(axis=0).mean() > 1e-3
-    without = vsgan.Pix2PixHD(1, 2, dropout=0.0, **TINY)
-    samples = sample(without, x, n=3)
-    np.testing.assert_allclose(samples[0], samples[2], atol=1e-6)
-    np.testing.assert_allclose(samples[1], without.generator.predict(x, verbose=0), atol=1e-5)

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tifffile
-from conftest import TINY
 from PIL import Image
 
 import vsgan
+from conftest import TINY
 from vsgan.evaluation import report
 from vsgan.evaluation.figures import panel
 from vsgan.inference.export import export_generator
@@ -131,7 +131,7 @@ def test_metrics_files(tmp_path, monkeypatch):
     import csv
 
     rows = [{"field": "a", "ssim": 0.5}, {"field": "mean", "ssim": 0.5}]
-    report._write(tmp_path, rows)
+    report.write_metrics(tmp_path, rows)
     before = {**_digest(tmp_path / "metrics.csv"), **_digest(tmp_path / "metrics.json")}
 
     def dies(self, rows):
@@ -139,7 +139,9 @@ def test_metrics_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(csv.DictWriter, "writerows", dies)
     with pytest.raises(DiskFull):
-        report._write(tmp_path, [{"field": "b", "ssim": 0.9}, {"field": "mean", "ssim": 0.9}])
+        report.write_metrics(
+            tmp_path, [{"field": "b", "ssim": 0.9}, {"field": "mean", "ssim": 0.9}]
+        )
     after = {**_digest(tmp_path / "metrics.csv"), **_digest(tmp_path / "metrics.json")}
     assert after == before
     assert _leftovers(tmp_path, {"metrics.csv", "metrics.json"}) == []

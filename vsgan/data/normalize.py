@@ -29,6 +29,15 @@ def _safe_scale(scale):
     return np.where(np.abs(scale) > 1e-12, scale, 1.0)
 
 
+def default_input() -> Normalization:
+    """The one default for label-free inputs: each field's own 1st-99.8th percentiles -> [-1, 1].
+
+    VisCy's per-FOV input normalisation: robust to illumination and exposure changes between
+    fields, and needs no statistics, so a model without any still sees sensible inputs.
+    """
+    return Normalization("percentile", per_field=True, low=1.0, high=99.8)
+
+
 class Normalization:
     """raw -> model units: ``(raw - offset) / scale``, per channel. Affine, so invertible.
 
@@ -319,9 +328,7 @@ class StainPreprocessor:
         input: Normalization | dict | None = None,
         target: Normalization | dict | None = None,
     ):
-        self.input = _coerce(input, "input") or Normalization(
-            "percentile", per_field=True, low=1.0, high=99.8
-        )
+        self.input = _coerce(input, "input") or default_input()
         self.target = _coerce(target, "target") or Normalization("fixed", offset=0.5, scale=0.5)
         try:
             self.target._check_invertible()

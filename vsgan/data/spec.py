@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vsgan.data.normalize import Normalization
+from vsgan.data.normalize import Normalization, default_input
 from vsgan.data.splits import SPLITS, Rect, split_fields
 from vsgan.errors import DataFileError, InputError
 from vsgan.io import ome_zarr, readers
@@ -195,7 +195,7 @@ class PairedDataset:
         self.fields = list(fields)
         self.input_names = list(input_names)
         self.target_names = list(target_names)
-        self.input_norm = input_norm or Normalization("percentile", per_field=True)
+        self.input_norm = input_norm or default_input()
         self.target_norm = target_norm or Normalization("percentile")
         self.name = name
 

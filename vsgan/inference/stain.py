@@ -176,7 +176,24 @@ def _inverse(y: np.ndarray, view) -> np.ndarray:  # y: (N, B, H, W, C)
     return y[:, :, :, ::-1] if flip else y
 
 
-def _validate(image, in_channels: int) -> np.ndarray:
+def check_field(image, in_channels: int, *, batch: bool = False) -> np.ndarray:
+    """`image` as an array of one raw field (H, W, C_in), or `InputError` saying why.
+
+    The one input check of vsgan: `stain`, `sample` and the CLI all use it.
+
+    Args:
+        image: (H, W) or (H, W, C_in) array of any numeric dtype; with `batch=True` also
+            (B, H, W, C_in).
+        in_channels: the model's input channels.
+        batch: accept and return a (B, H, W, C_in) batch.
+
+    Example:
+    >>> check_field(np.zeros((4, 5), np.uint16), 1).shape
+    (4, 5, 1)
+    >>> check_field(np.zeros((2, 4, 5)), 2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    vsgan.errors.InputError: image has 5 channel(s) ... It looks channels-first: ...
+    """
     try:
         x = np.asarray(image)
     except Exception as err:  # ragged lists and the like
@@ -186,23 +203,26 @@ def _validate(image, in_channels: int) -> np.ndarray:
             f"image has dtype {x.dtype}, not a number type; pass the raw intensities as a "
             "numeric (e.g. uint16 or float32) array."
         )
-    if x.ndim == 2:
+    if x.ndim == 2 and (in_channels == 1 or not batch):
         x = x[..., None]
-    if x.ndim != 3:
+    if batch and x.ndim == 3:
+        x = x[None]
+    if x.ndim != (4 if batch else 3):
+        form = f"(B, H, W, {in_channels}) or " if batch else ""
         raise InputError(
-            f"image has shape {x.shape}; pass one field as (H, W) or (H, W, {in_channels})."
+            f"image has shape {x.shape}; pass {form}one field as (H, W) or (H, W, {in_channels})."
         )
     if x.shape[-1] != in_channels:
         hint = (
             " It looks channels-first: use np.moveaxis(image, 0, -1)."
-            if x.shape[0] == in_channels
+            if x.shape[-3] == in_channels
             else ""
         )
         raise InputError(
             f"image has {x.shape[-1]} channel(s) (shape {x.shape}) but the model takes "
             f"{in_channels}; pass (H, W, {in_channels}).{hint}"
         )
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if min(x.shape[-3:-1]) == 0 or x.size == 0:
         raise InputError(f"image is empty (shape {x.shape}); pass a field with pixels.")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise InputError(
@@ -213,25 +233,7 @@ def _validate(image, in_channels: int) -> np.ndarray:
 
 def check_batch(model, x) -> np.ndarray:
     """`x` as a float32 (B, H, W, C_in) batch in model units, or `InputError` saying why."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "biuf":
-        raise InputError(f"Input dtype {x.dtype} is not numeric: pass an image array.")
-    if x.ndim == 2 and model.in_channels == 1:
-        x = x[None, :, :, None]
-    elif x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[-1] != model.in_channels:
-        raise InputError(
-            f"Input shape {x.shape} does not fit this model: it takes (B, H, W, "
-            f"{model.in_channels}) or (H, W, {model.in_channels}) label-free images "
-            f"({', '.join(model.input_channels)})."
-        )
-    if min(x.shape[1:3]) < 1:
-        raise InputError(f"Input shape {x.shape} is empty: pass an image with pixels.")
-    x = x.astype("float32", copy=False)
-    if not np.isfinite(x).all():
-        raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
-    return x
+    return check_field(x, int(model.in_channels), batch=True).astype("float32", copy=False)
 
 
 def _whole(value, name: str, minimum: int = 1) -> int:
@@ -335,7 +337,7 @@ def read_fields(inputs: list[str], model) -> list[tuple[str, np.ndarray]]:
         ]
     for name, raw in fields:
         try:
-            _validate(raw, in_channels)
+            check_field(raw, in_channels)
         except InputError as error:
             raise InputError(f"{name}: {error}") from None
     return fields
@@ -407,7 +409,7 @@ def stain(
     """
     samples, batch_size = _whole(samples, "samples"), _whole(batch_size, "batch_size")
     multiple = int(getattr(model, "multiple", 1) or 1)
-    raw = _validate(image, int(model.in_channels))
+    raw = check_field(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):
         warnings.warn(
             "samples > 1 but the model has no dropout: every sample is the same and the std is "
