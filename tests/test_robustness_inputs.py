@@ -550,7 +550,7 @@ def _cli_case(tmp: Path, model_file: Path, case: str):
         argv = ["predict", str(model_file), str(good), "-o", str(out), "--tile-size", "0"]
         return argv, "tile_size=0", []
     if case == "train-unknown-preset":
-        return ["train", "--preset", "isl-nucleus", "--out", str(out)], "unknown recipe", [out]
+        return ["train", "--preset", "isl-nucleus", "--out", str(out)], "Known presets", [out]
     if case == "train-corrupt-recipe":
         (tmp / "r.json").write_text("{oops")
         argv = ["train", "--config", str(tmp / "r.json"), "--out", str(out)]
