@@ -1,5 +1,7 @@
 """`vsgan.evaluation.figures.panel`: layout, scaling, colour bars, atomic writes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,7 +67,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(self, fp, format=None, **kwargs):
-        fp.write(b"half a png")
+        Path(fp).write_bytes(b"half a png")
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
