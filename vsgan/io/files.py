@@ -96,7 +96,7 @@ def atomic_path(
             os.replace(tmp, path)
     except OSError as error:
         if error.filename is None and error.errno is not None:
-            raise OSError(error.errno, f"{error.strerror} while writing {path}") from error
+            error.filename = str(path)  # "No space left on device: '<path>'", same type
         raise
     finally:
         if folder:
