@@ -217,3 +217,38 @@ def test_score_field_reports_uncertainty_and_calibrated_coverage():
         assert np.isfinite(row[f"dapi/{key}"]), key
     assert abs(row["dapi/coverage@90"] - 0.9) < 0.03  # in-sample
     assert 0 <= row["dapi/flagged_fraction@90"] <= 1
+
+
+def test_predict_writes_the_calibrated_interval_bounds(tmp_path):
+    import subprocess
+    import sys
+
+    import tifffile
+
+    model = _tiny()
+    rng = np.random.default_rng(0)
+    calibrate_model(model, [(rng.random((40, 40)), rng.random((40, 40)))], samples=2)
+    model.save(tmp_path / "m.keras")
+    tifffile.imwrite(tmp_path / "f.tif", rng.integers(0, 4000, (40, 52), dtype=np.uint16))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "vsgan.cli", "predict", tmp_path / "m.keras", tmp_path / "f.tif"]
+    run = subprocess.run(
+        [*map(str, args), "-o", str(out), "--interval", "0.9", "--figure", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert "f_dapi_lower90.tif" in names and "f_dapi_upper90.tif" in names
+    assert "f_dapi_std.tif" in names  # the calibration's 2 samples were drawn by default
+    lower = tifffile.imread(out / "f_dapi_lower90.tif")
+    upper = tifffile.imread(out / "f_dapi_upper90.tif")
+    mean = tifffile.imread(out / "f_dapi_prediction.tif")
+    assert lower.shape == (40, 52) and (lower <= mean).all() and (mean <= upper).all()
+    assert (upper > lower).any()
+    bad = subprocess.run(
+        [*map(str, args), "-o", str(tmp_path / "o2"), "--interval", "1.5"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "level" in bad.stderr and "Traceback" not in bad.stderr

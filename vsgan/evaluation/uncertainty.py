@@ -275,9 +275,10 @@ def uncertainty_report(
         score: the uncertainty to rank with (default `std`; e.g. a calibrated half-width).
 
     Returns:
-        `spearman_field`, `spearman_fg`, `auroc_worst10` (field), `auroc_worst10_fg`,
-        `fg_fraction`, and `coverage@50` .. (calibrated) or `gauss_coverage@50` ..,
-        with the mean 90% `interval_width` when calibrated.
+        `fg_fraction`; for the score (std): `spearman_field`, `spearman_fg`,
+        `auroc_worst10` (field), `auroc_worst10_fg`; with a calibrated interval the same
+        four for its 90% width (`width_spearman_field`, ...), `interval_width@90` (mean)
+        and `coverage@50` ..; otherwise `gauss_coverage@50` .. of mean +- z std.
     """
     m, t = _flat(mean, "mean"), _flat(target, "target")
     _same(("mean", m), ("target", t))
@@ -293,13 +294,21 @@ def uncertainty_report(
             **{f"auroc_worst{tag}": auroc(score, err, worst)},
             **{f"auroc_worst{tag}_fg": auroc(score, err, worst, fg)},
         )
+    if interval_fn is not None:
+        # The calibrated interval's width is an uncertainty map too: rank it the same way.
+        lo, hi = interval_fn(0.9)
+        width = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
+        row.update(
+            width_spearman_field=spearman(width, err),
+            width_spearman_fg=spearman(width, err, fg),
+            **{f"width_auroc_worst{tag}": auroc(width, err, worst)},
+            **{f"width_auroc_worst{tag}_fg": auroc(width, err, worst, fg)},
+        )
+        row["interval_width@90"] = float(np.mean(width))
     for q in levels:
         key = f"{100 * q:g}"
         if interval_fn is not None:
-            lo, hi = interval_fn(q)
-            row[f"coverage@{key}"] = coverage(t, lo, hi)
-            if q == 0.9:
-                row["interval_width@90"] = float(np.mean(np.asarray(hi) - np.asarray(lo)))
+            row[f"coverage@{key}"] = coverage(t, *interval_fn(q))
         elif std is not None:
             row[f"gauss_coverage@{key}"] = coverage(t, *gaussian_interval(m, std, q))
     return row

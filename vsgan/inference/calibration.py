@@ -376,9 +376,11 @@ def calibrate_model(
         model: a `Pix2PixHD`.
         fields: iterable of `(raw (H, W, C_in), target (H, W, C_out))` pairs in raw / target
             units: data the model was not trained on, and that is not used to test it.
-        samples: Monte-Carlo samples (default 8 with dropout; 1 without, then `scale="none"`).
+        samples: Monte-Carlo samples (default 8 with dropout and the "std" scale, else 1).
         tta: include test-time augmentation in the spread.
-        scale: "std" or "none" (default: "std" when there is a spread).
+        scale: "std", "none" or "shortfall" (default: "std" when there is a spread, else
+            "none"). `vsgan train` uses the default; the `isl-nuclei` preset stores
+            "shortfall" (it ranks the errors inside nuclei, see its model card).
         bins: predicted-intensity bins.
         tile_size: tile side for `stain`.
         source: a note on the calibration data, kept in the record.
@@ -390,7 +392,8 @@ def calibrate_model(
     from vsgan.inference.stain import stain
 
     if samples is None:
-        samples = 8 if getattr(model, "dropout", 0.0) else 1
+        spread = scale in (None, "std") and getattr(model, "dropout", 0.0)
+        samples = 8 if spread else 1
     means, stds, targets = [], [], []
     for raw, target in fields:
         result = stain(model, raw, samples=samples, tta=tta, tile_size=tile_size)
