@@ -66,9 +66,9 @@ def cmd_predict(args) -> None:
     out = _fresh_output(Path(args.output), args.overwrite)
     samples = args.samples
     if args.interval is not None:
-        from vsgan.inference.calibration import Calibration, _levels_ok
+        from vsgan.inference.calibration import Calibration, check_level
 
-        _levels_ok(args.interval)
+        check_level(args.interval)
         if model.calibration is None:
             raise VsganError(
                 f"{args.model} is not calibrated, so --interval has nothing to apply. Fix: "

@@ -39,7 +39,16 @@ import numpy as np
 
 from vsgan.errors import InputError
 
-__all__ = ["GRID", "SCALES", "Calibration", "calibrate", "calibrate_model", "calibrate_split"]
+__all__ = [
+    "GRID",
+    "SCALES",
+    "Calibration",
+    "calibrate",
+    "calibrate_model",
+    "calibrate_split",
+    "check_level",
+    "shortfall",
+]
 
 VERSION = 1
 SCALES = ("std", "none", "shortfall")
@@ -52,7 +61,8 @@ GRID = tuple(round(v, 3) for v in np.arange(0.05, 0.951, 0.05)) + (0.975, 0.99)
 MIN_PER_BIN = 500
 
 
-def _levels_ok(level) -> float:
+def check_level(level) -> float:
+    """`level` as a float coverage in the calibrated range, or `InputError`."""
     try:
         q = float(level)
     except (TypeError, ValueError):
@@ -174,7 +184,7 @@ class Calibration:
 
     def half_width(self, mean, std, level: float) -> np.ndarray:
         """Half the interval width at `level`, per pixel (target units)."""
-        q = _levels_ok(level)
+        q = check_level(level)
         m = np.asarray(mean, np.float32)
         m3 = m if m.ndim == 3 else m[..., None]
         if m3.shape[-1] != self.channels:

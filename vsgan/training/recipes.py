@@ -316,14 +316,18 @@ def train(
 def calibrate_run(model: Pix2PixHD, spec, out: Path) -> None:
     """Calibrates the trained model's intervals on the validation split, saves it again.
 
-    The validation data only watched training (no weights were fitted on it, no checkpoint
-    is picked by it) and is not the test data, so it is the calibration set of a run.
+    No weights were fitted on the validation data and it is not the test data, so it is
+    the calibration set of a run (`vsgan.inference.calibration.calibrate_split` defaults:
+    the Monte-Carlo std of 8 samples with dropout, else absolute errors, in 8 bins of
+    predicted intensity).
     """
     from vsgan.inference.calibration import calibrate_split
+    from vsgan.io.files import atomic_path
     from vsgan.training.callbacks import atomic_save
 
     if not spec.num_fields("val"):
         return
     cal = calibrate_split(model, spec, "val")
-    (out / "calibration.json").write_text(json.dumps(cal.get_config(), indent=1))
+    with atomic_path(out / "calibration.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(cal.get_config(), indent=1))
     atomic_save(model, out / "model.keras")
