@@ -186,7 +186,7 @@ class Calibration:
         """Half the interval width at `level`, per pixel (target units)."""
         q = check_level(level)
         m = np.asarray(mean, np.float32)
-        m3 = m if m.ndim == 3 else m[..., None]
+        m3 = m[..., None] if m.ndim == 2 else m  # (H, W) is one channel; else channels last
         if m3.shape[-1] != self.channels:
             raise InputError(
                 f"prediction has {m3.shape[-1]} channel(s), the calibration {self.channels}."
@@ -202,7 +202,7 @@ class Calibration:
                 raise InputError(f"level {q} is outside the calibrated {levels[0]}..{levels[-1]}.")
             bins = np.searchsorted(np.asarray(self.edges[c], float), m3[..., c], side="right")
             out[..., c] = per_bin[bins] * scale[..., c]
-        return out if m.ndim == 3 else out[..., 0]
+        return out[..., 0] if m.ndim == 2 else out
 
     def interval(self, mean, std, level: float) -> tuple[np.ndarray, np.ndarray]:
         """`(lower, upper)`: the calibrated interval at coverage `level` (target units)."""
