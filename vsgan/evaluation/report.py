@@ -109,6 +109,18 @@ def score_field(pred, target, std=None, names=None, interval=None) -> dict[str, 
     return row
 
 
+def interval_of(result):
+    """`result.interval` when the result can give a calibrated interval, else None.
+
+    It can when the model was calibrated and, for a calibration that scales the spread,
+    the result has one (it was stained with Monte-Carlo samples or test-time augmentation).
+    """
+    calibration = result.calibration
+    if calibration is None or (calibration.get("scale") == "std" and result.std is None):
+        return None
+    return result.interval
+
+
 def evaluate_dataset(
     model,
     dataset: str,
@@ -173,9 +185,7 @@ def evaluate_dataset(
     for k, (name, x, y) in enumerate(tqdm(regions, desc=f"evaluate {split}", leave=False)):
         name = name if len(regions) < 50 else f"{name}_{k:05d}"
         result = stain(model, x, samples=samples, tile_size=tile_size)
-        interval = None
-        if calibration is not None and (result.std is not None or calibration["scale"] != "std"):
-            interval = result.interval
+        interval = interval_of(result)
         row = score_field(result.mean, y, result.std, model.output_channels, interval)
         rows.append({"field": name, **row})
         if result.std is not None or interval is not None:
