@@ -252,3 +252,29 @@ def test_predict_writes_the_calibrated_interval_bounds(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "level" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_dataset_scores_calibrated_intervals_and_draws_the_reliability_diagram(
+    tmp_path,
+):
+    from vsgan.evaluation.report import evaluate_dataset
+
+    model = vsgan.Pix2PixHD(
+        1, 1, dropout=0.2, input_channels=["phase"], output_channels=["nuclei"], **TINY
+    )
+    rng = np.random.default_rng(0)
+    calibrate_model(model, [(rng.random((64, 64)), rng.random((64, 64)))], samples=2)
+    rows = evaluate_dataset(
+        model,
+        "synthetic",
+        split="val",
+        out_dir=tmp_path,
+        dataset_args={"n_fields": 4, "size": 64, "targets": ["nuclei"]},
+    )
+    mean = rows[-1]
+    for key in ("spearman_fg", "width_spearman_fg", "coverage@80", "flagged_fraction@90"):
+        assert f"nuclei/{key}" in mean, key
+    assert (tmp_path / "reliability.png").is_file()
+    # The panel gained the "do not trust" column: input, prediction, std, flags, target, error.
+    figure = Image.open(next(tmp_path.glob("*_figure.png")))
+    assert figure.width == 6 * (64 + figures._PAD) + figures._PAD

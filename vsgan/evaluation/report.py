@@ -181,7 +181,7 @@ def evaluate_dataset(
     rows = []
     # Pixels inside the interval per nominal level, pooled over fields (reliability diagram).
     inside = {"gaussian": np.zeros(len(SWEEP)), "calibrated": np.zeros(len(SWEEP))}
-    pixels = 0
+    pixels, drawn = 0, set()
     for k, (name, x, y) in enumerate(tqdm(regions, desc=f"evaluate {split}", leave=False)):
         name = name if len(regions) < 50 else f"{name}_{k:05d}"
         result = stain(model, x, samples=samples, tile_size=tile_size)
@@ -194,8 +194,10 @@ def evaluate_dataset(
                 if result.std is not None:
                     lo, hi = gaussian_interval(result.mean, result.std, q)
                     inside["gaussian"][i] += coverage(y, lo, hi) * y.size
+                    drawn.add("gaussian")
                 if interval is not None:
                     inside["calibrated"][i] += coverage(y, *interval(q)) * y.size
+                    drawn.add("calibrated")
         if figures and out is not None and k < MAX_FIGURES:
             panel(
                 x,
@@ -213,10 +215,9 @@ def evaluate_dataset(
                 value / pixels,
             )
             for key, value in inside.items()
-            if value.any()
+            if key in drawn
         }
-        if curves:
-            reliability_figure(curves, out / "reliability.png")
+        reliability_figure(curves, out / "reliability.png")
     keys = [key for key in rows[0] if key != "field"]
     mean = {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in keys}
     rows.append({"field": "mean", **mean})
