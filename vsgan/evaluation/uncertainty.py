@@ -49,7 +49,7 @@ __all__ = [
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 # Nominal levels the reliability diagram sweeps.
-SWEEP = tuple(round(v, 2) for v in np.arange(0.05, 1.0, 0.05)) + (0.975, 0.99)
+SWEEP = tuple(float(round(v, 2)) for v in np.arange(0.05, 1.0, 0.05)) + (0.975, 0.99)
 
 
 def _flat(a, name: str) -> np.ndarray:

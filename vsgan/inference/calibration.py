@@ -56,7 +56,7 @@ SCALES = ("std", "none", "shortfall")
 # structure within WINDOW pixels, plus ALPHA of its own value (see `shortfall`).
 WINDOW, ALPHA = 31, 0.1
 # Levels whose quantiles are stored; others are interpolated between them.
-GRID = tuple(round(v, 3) for v in np.arange(0.05, 0.951, 0.05)) + (0.975, 0.99)
+GRID = tuple(float(round(v, 3)) for v in np.arange(0.05, 0.951, 0.05)) + (0.975, 0.99)
 # Fewest calibration pixels per intensity bin.
 MIN_PER_BIN = 500
 
