@@ -106,7 +106,7 @@ def _draw(a, lo: float, hi: float, cmap: str) -> np.ndarray:
         return colorize(a, lo, hi, cmap)
     image, flags = a  # the prediction in grey, flagged pixels in red
     rgb = colorize(image, lo, hi, "gray")
-    rgb[flags] = (0.35 * rgb[flags] + 0.65 * np.array([230, 30, 30])).astype(np.uint8)
+    rgb[flags] = (0.2 * rgb[flags] + 0.8 * np.array([230, 30, 30])).astype(np.uint8)
     return rgb
 
 
