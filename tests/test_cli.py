@@ -167,6 +167,10 @@ def test_train_runs_a_config_file_and_refuses_to_clobber_a_finished_run(tmp_path
     assert list((tmp_path / "run" / "logs").iterdir())
     model = vsgan.load_pretrained(tmp_path / "run" / "model.keras")
     assert model.output_channels == ["nuclei", "membrane"]
+    # Calibrated on the validation split after training, stored in the model (issue 13).
+    calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert model.calibration == calibration
+    assert calibration["source"].endswith("val split") and calibration["pixels"] > 0
     again = vsgan_cli("train", "--config", config, "--out", tmp_path / "run")
     assert again.returncode == 2 and "--overwrite" in again.stderr
 

@@ -35,6 +35,15 @@ def summary(rows, channel):
         "f1@0.5",
         "dice",
         "std_error_rho",
+        "spearman_fg",
+        "auroc_worst10",
+        "width_spearman_field",
+        "width_spearman_fg",
+        "coverage@50",
+        "coverage@80",
+        "coverage@90",
+        "coverage@95",
+        "flagged_fraction@90",
     )
     return {k: mean[f"{channel}/{k}"] for k in keys if f"{channel}/{k}" in mean}
 
@@ -64,7 +73,9 @@ def main():
     model = vsgan.load_pretrained(run / "model.keras")
     channel = model.output_channels[0]
     out = run / "heldout"
-    rows = evaluate_dataset(model, args.dataset, data_dir=args.data, out_dir=out, figures=True)
+    rows = evaluate_dataset(
+        model, args.dataset, data_dir=args.data, out_dir=out, figures=True, samples=1
+    )
     sampled = evaluate_dataset(
         model, args.dataset, data_dir=args.data, samples=args.samples, figures=False
     )
@@ -85,7 +96,7 @@ def main():
     }
     if args.baseline:
         base = vsgan.load_pretrained(Path(args.baseline) / "model.keras")
-        brows = evaluate_dataset(base, args.dataset, data_dir=args.data, figures=False)
+        brows = evaluate_dataset(base, args.dataset, data_dir=args.data, figures=False, samples=1)
         card["baseline_l1"] = {"test": summary(brows, channel), **run_facts(Path(args.baseline))[1]}
         print("L1 baseline", json.dumps(card["baseline_l1"], indent=1))
     if args.input_names:  # names users see: the dataset's file stems

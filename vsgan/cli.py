@@ -64,17 +64,41 @@ def cmd_predict(args) -> None:
     _fresh_output(Path(args.output), args.overwrite, create=False)
     fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
+    samples = args.samples
+    if args.interval is not None:
+        from vsgan.inference.calibration import Calibration, check_level
+
+        check_level(args.interval)
+        if model.calibration is None:
+            raise VsganError(
+                f"{args.model} is not calibrated, so --interval has nothing to apply. Fix: "
+                "train it with `vsgan train` (calibrates on the validation data) or run "
+                "vsgan.inference.calibration.calibrate_model and save the model."
+            )
+        cal = Calibration.from_config(model.calibration)
+        if samples is None and cal.needs_std:
+            samples = cal.samples  # the sampling the calibration was made with
+        if cal.needs_std and cal.tta and not args.tta:
+            raise VsganError("this model's calibration used test-time augmentation: add --tta.")
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
         result = stain(
             model,
             raw,
-            samples=args.samples,
+            samples=samples or 1,
             tile_size=args.tile_size,
             overlap=args.overlap,
             tta=args.tta,
             progress=not args.quiet,
         )
-        written = write_stain(out / name, result, model.output_channels, args.format, True)
+        bounds = None if args.interval is None else result.interval(args.interval)
+        written = write_stain(
+            out / name,
+            result,
+            model.output_channels,
+            args.format,
+            True,
+            interval=None if bounds is None else (args.interval, *bounds),
+        )
         if args.figure:
             panel(
                 raw,
@@ -83,6 +107,7 @@ def cmd_predict(args) -> None:
                 None,
                 out / f"{name}_figure.png",
                 channel_names=model.output_channels,
+                interval=bounds,
             )
         print(f"{name}: {written}")
 
@@ -197,7 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="preset name or .keras file")
     p.add_argument("inputs", nargs="+", help="images (TIFF, PNG, NPY, HDF5), folders or .zarr")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--samples", type=int, default=1, help="Monte-Carlo dropout samples")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="Monte-Carlo dropout samples (default 1; with --interval, the calibration's)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="LEVEL",
+        help="also write the calibrated interval at this coverage, e.g. 0.9 "
+        "(<target>_lower90, <target>_upper90)",
+    )
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
     p.add_argument("--tta", action="store_true", help="average flips and rotations")
@@ -213,7 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset folder (default: $VSGAN_DATA)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("-o", "--output", required=True, help="folder for CSV, JSON and figures")
-    p.add_argument("--samples", type=int, default=1)
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="Monte-Carlo samples (default: the calibration's, else 1)",
+    )
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--no-figures", action="store_true", dest="no_figures")
     p.add_argument("--overwrite", action="store_true")

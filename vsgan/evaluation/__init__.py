@@ -1,4 +1,5 @@
-"""Evaluation of virtual stains: image metrics, nuclei instance metrics, figures, reports."""
+"""Evaluation of virtual stains: image metrics, nuclei instance metrics, uncertainty quality,
+figures, reports."""
 
 from vsgan import _lazy
 
@@ -9,6 +10,9 @@ __getattr__, __dir__ = _lazy.attributes(
         "instances": ".instances",
         "metrics": ".metrics",
         "report": ".report",
+        "uncertainty": ".uncertainty",
+        "uncertainty_report": ".uncertainty",
+        "reliability_figure": ".uncertainty",
         "panel": ".figures",
         "instance_metrics": ".instances",
         "segment_nuclei": ".instances",

@@ -1,5 +1,9 @@
 """The one-glance figure of a stained field: input | mean | uncertainty | target | |error|.
 
+With a calibrated interval a "do not trust" column shows the prediction in grey with the
+pixels flagged by `vsgan.evaluation.uncertainty.hallucination` in red: predicted structure
+whose interval reaches the background, so the data cannot vouch that anything is there.
+
 Drawn with Pillow only (no matplotlib). Every column is percentile-scaled and has a colour
 bar with its value range in data units. The mean prediction and the target share the
 target's range so their brightness can be compared; uncertainty and error use their own.
@@ -97,6 +101,15 @@ def _range(x: np.ndarray, percentiles: tuple[float, float], from_zero: bool) -> 
     return float(lo), float(hi)
 
 
+def _draw(a, lo: float, hi: float, cmap: str) -> np.ndarray:
+    if cmap != "flags":
+        return colorize(a, lo, hi, cmap)
+    image, flags = a  # the prediction in grey, flagged pixels in red
+    rgb = colorize(image, lo, hi, "gray")
+    rgb[flags] = (0.2 * rgb[flags] + 0.8 * np.array([230, 30, 30])).astype(np.uint8)
+    return rgb
+
+
 def _resize(rgb: np.ndarray, max_size: int) -> Image.Image:
     img = Image.fromarray(rgb)
     scale = max_size / max(img.size)
@@ -115,13 +128,19 @@ def render_panel(
     channel_names: list[str] | None = None,
     max_size: int = 512,
     percentiles: tuple[float, float] = (0.5, 99.5),
+    interval=None,
 ) -> Image.Image:
     """Draws the panel as a Pillow image (see `panel`, which also writes it)."""
     x = _channels(input, "input", required=True)
     m = _channels(mean, "mean", required=True)
     s = _channels(std, "std")
     t = _channels(target, "target")
-    for name, arr in (("std", s), ("target", t)):
+    lo_hi = None
+    if interval is not None:
+        if len(interval) != 2:
+            raise InputError("interval must be a (lower, upper) pair of maps.")
+        lo_hi = (_channels(interval[0], "lower"), _channels(interval[1], "upper"))
+    for name, arr in (("std", s), ("target", t), *zip(("lower", "upper"), lo_hi or ())):
         if arr is not None and arr.shape != m.shape:
             raise InputError(f"{name} shape {arr.shape} differs from mean shape {m.shape}.")
     if x.shape[:2] != m.shape[:2]:
@@ -139,6 +158,11 @@ def render_panel(
             cols.append(
                 ("uncertainty (std)", s[..., c], "magma", _range(s[..., c], percentiles, True))
             )
+        if lo_hi is not None:
+            from vsgan.evaluation.uncertainty import hallucination
+
+            flags, _ = hallucination(m[..., c], lo_hi[0][..., c], lo_hi[1][..., c])
+            cols.append(("do not trust (red)", (m[..., c], flags), "flags", (lo, hi)))
         if t is not None:
             cols.append((f"target ({names[c]})", t[..., c], "viridis", (lo, hi)))
             err = np.abs(m[..., c] - t[..., c])
@@ -146,7 +170,7 @@ def render_panel(
         rows.append(cols)
 
     tiles = [
-        [_resize(colorize(a, lo, hi, cmap), max_size) for _, a, cmap, (lo, hi) in r] for r in rows
+        [_resize(_draw(a, lo, hi, cmap), max_size) for _, a, cmap, (lo, hi) in r] for r in rows
     ]
     cell_w, img_h = tiles[0][0].width, tiles[0][0].height
     title_h, label_h = 20, 14
@@ -163,7 +187,8 @@ def render_panel(
             draw.text((x0, y0 + 2), title, fill="black", font=title_font)
             canvas.paste(img, (x0, y0 + title_h))
             bar_y = y0 + title_h + img_h + _PAD
-            bar = np.repeat(COLORMAPS[cmap][np.linspace(0, 255, cell_w).astype(int)][None], _BAR, 0)
+            lut = COLORMAPS["gray" if cmap == "flags" else cmap]
+            bar = np.repeat(lut[np.linspace(0, 255, cell_w).astype(int)][None], _BAR, 0)
             canvas.paste(Image.fromarray(bar), (x0, bar_y))
             draw.text((x0, bar_y + _BAR + 1), f"{lo:.3g}", fill="black", font=label_font)
             hi_text = f"{hi:.3g}"
@@ -184,6 +209,7 @@ def panel(
     channel_names: list[str] | None = None,
     max_size: int = 512,
     percentiles: tuple[float, float] = (0.5, 99.5),
+    interval=None,
 ) -> Path:
     """Writes the PNG panel input | mean prediction | uncertainty | target | absolute error.
 
@@ -202,6 +228,8 @@ def panel(
             shrunk by area averaging).
         percentiles: low and high percentile mapped to the ends of each colour map
             (uncertainty and error start at 0).
+        interval: optional (lower, upper) maps of a calibrated interval (e.g.
+            `StainResult.interval(0.9)`): adds the "do not trust" column.
 
     Returns:
         the path written.
@@ -221,6 +249,7 @@ def panel(
         channel_names=channel_names,
         max_size=max_size,
         percentiles=percentiles,
+        interval=interval,
     )
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")

@@ -1,5 +1,5 @@
-"""Using a trained model: `stain.stain` (tiles, Monte-Carlo samples, blending, units) and export
-(SavedModel, ONNX)."""
+"""Using a trained model: `stain.stain` (tiles, Monte-Carlo samples, blending, units),
+calibrated intervals (`calibration`) and export (SavedModel, ONNX)."""
 
 from vsgan import _lazy
 
@@ -11,5 +11,10 @@ __getattr__, __dir__ = _lazy.attributes(
         "sample": ".stain",
         "tile_grid": ".stain",
         "export_generator": ".export",
+        "calibration": ".calibration",
+        "Calibration": ".calibration",
+        "calibrate": ".calibration",
+        "calibrate_model": ".calibration",
+        "calibrate_split": ".calibration",
     },
 )

@@ -61,6 +61,8 @@ class StainResult:
         views: test-time-augmentation views (8 with `tta=True`, else 1).
         tiles: number of tiles the field was cut into.
         tile_shape: (height, width) of each tile as fed to the generator.
+        calibration: the model's interval calibration (a dict, see
+            `vsgan.inference.calibration`), or None for an uncalibrated model.
     """
 
     mean: np.ndarray
@@ -69,6 +71,28 @@ class StainResult:
     views: int = 1
     tiles: int = 1
     tile_shape: tuple[int, int] = (0, 0)
+    calibration: dict[str, Any] | None = None
+
+    def interval(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """`(lower, upper)`: the calibrated prediction interval at coverage `level`.
+
+        In target units, shaped like `mean`: on data like the calibration data, a fraction
+        `level` of the measured stain's pixels lies inside. Needs a calibrated model
+        (`vsgan.inference.calibration.calibrate_model`; `vsgan train` calibrates on its
+        validation data) and, when the calibration scales the spread, the same sampling
+        (`samples`, `tta`) as at calibration.
+        """
+        from vsgan.inference.calibration import Calibration
+
+        if self.calibration is None:
+            raise InputError(
+                "this model is not calibrated, so its spread is no interval. Fix: "
+                "vsgan.inference.calibration.calibrate_model(model, fields) on data it was "
+                "neither trained nor tested on (vsgan train does it on the validation split)."
+            )
+        cal = Calibration.from_config(self.calibration)
+        cal.check_sampling(self.samples, self.views)
+        return cal.interval(self.mean, self.std, level)
 
 
 class TileGrid(NamedTuple):
@@ -482,4 +506,5 @@ def stain(
         views=len(views),
         tiles=len(tiles),
         tile_shape=(th, tw),
+        calibration=getattr(model, "calibration", None),
     )

@@ -1,7 +1,8 @@
 """Writing stains: one TIFF per channel, or an OME-Zarr field with channel names; atomically.
 
 Channel names follow VisCy: `<target>_prediction` for the mean stain and `<target>_std`
-for its per-pixel standard deviation over Monte-Carlo samples.
+for its per-pixel standard deviation over Monte-Carlo samples; a calibrated interval adds
+`<target>_lower<level%>` and `<target>_upper<level%>` (e.g. `dapi_lower90`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def write_stain(
     targets: list[str],
     fmt: str = "tiff",
     overwrite: bool = False,
+    interval: tuple[float, np.ndarray, np.ndarray] | None = None,
 ) -> list[Path]:
     """Writes a `StainResult` as `<stem>_<channel>.tif` files or one `<stem>.zarr` field.
 
@@ -78,6 +80,8 @@ def write_stain(
         targets: the model's output channel names.
         fmt: "tiff" or "zarr".
         overwrite: replace existing files.
+        interval: optional `(level, lower, upper)` (e.g. `(0.9, *result.interval(0.9))`),
+            written as `<target>_lower90` / `<target>_upper90` channels.
 
     Returns:
         The paths written.
@@ -85,6 +89,11 @@ def write_stain(
     if len(targets) != result.mean.shape[-1]:
         raise InputError(f"{len(targets)} names for {result.mean.shape[-1]} stain channels.")
     channels = _channels(result.mean, result.std, list(targets))
+    if interval is not None:
+        level, lower, upper = interval
+        tag = f"{100 * float(level):g}"
+        for kind, bound in (("lower", lower), ("upper", upper)):
+            channels += [(f"{t}_{kind}{tag}", bound[..., i]) for i, t in enumerate(targets)]
     stem = Path(stem)
     if fmt == "zarr":
         return [write_ome_zarr(stem.with_name(stem.name + ".zarr"), channels, overwrite)]

@@ -7,6 +7,7 @@ fool it and to match its features.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import keras
@@ -60,6 +61,37 @@ def _build_generator(c: dict[str, Any]) -> keras.Model:
     return keras.Model(inputs, outputs, name="generator")
 
 
+def _check_calibration(value: Any, out_channels: int) -> str | None:
+    """The calibration as canonical JSON, or `InputError` if it is not a usable record.
+
+    The full check (quantiles grow with the level, bins sorted) is the inference layer's
+    (`Calibration.from_config`); the model checks the shape of the record it stores.
+    """
+    if value is None:
+        return None
+    if hasattr(value, "get_config"):
+        value = value.get_config()
+    if not isinstance(value, dict):
+        raise InputError(
+            f"calibration must be a dict (Calibration.get_config()) or None, not {type(value)}."
+        )
+    required = {"scale", "floor", "edges", "quantiles"}
+    if required - set(value):
+        raise InputError(
+            f"calibration lacks {sorted(required - set(value))}. Fix: make it with "
+            "vsgan.inference.calibration.calibrate_model."
+        )
+    if len(value["quantiles"]) != out_channels:
+        raise InputError(
+            f"calibration holds {len(value['quantiles'])} channel(s), the model predicts "
+            f"{out_channels}. Fix: recalibrate this model."
+        )
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"calibration is not plain JSON data ({error}).") from None
+
+
 @keras.saving.register_keras_serializable(package="vsgan")
 class Pix2PixHD(keras.Model):
     """Pix2PixHD conditional GAN for virtual staining (label-free image -> stain).
@@ -90,6 +122,9 @@ class Pix2PixHD(keras.Model):
         normalization: the `vsgan.data.StainPreprocessor` that maps raw intensities to
             model units and back (or its config dict `{"input": ..., "target": ...}`),
             checked here and stored in the config, so predictions come back in stain units.
+        calibration: what turns the prediction's spread into intervals (a plain dict,
+            `vsgan.inference.calibration.Calibration.get_config()`), stored in the config so
+            it saves and loads with the model; None (the default) for an uncalibrated model.
 
     Example:
     >>> from vsgan.training import schedules
@@ -122,6 +157,7 @@ class Pix2PixHD(keras.Model):
         input_channels: list[str] | None = None,
         output_channels: list[str] | None = None,
         normalization: StainPreprocessor | dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -159,6 +195,7 @@ class Pix2PixHD(keras.Model):
         for key, value in self._config.items():
             setattr(self, key, value)
         self.preprocessor = StainPreprocessor.coerce(normalization)
+        self.calibration = calibration
         self.multiple = 2 ** (n_downsample + n_local_enhancers)
         self.generator = _build_generator(self._config)
         self.discriminator = MultiScaleDiscriminator(
@@ -351,6 +388,17 @@ class Pix2PixHD(keras.Model):
             src = source.get_layer(layer.name.removeprefix("global_"))
             layer.set_weights(src.get_weights())
 
+    # ------------------------------------------------------------- calibration
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The interval calibration (a plain dict) or None; see `vsgan.inference.calibration`."""
+        text = self.__dict__.get("_calibration_json")
+        return None if text is None else json.loads(text)
+
+    @calibration.setter
+    def calibration(self, value: dict[str, Any] | None) -> None:
+        self.__dict__["_calibration_json"] = _check_calibration(value, self.out_channels)
+
     # ----------------------------------------------------------------- presets
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> Pix2PixHD:
@@ -371,6 +419,7 @@ class Pix2PixHD(keras.Model):
             **super().get_config(),
             **self._config,
             "normalization": self.preprocessor.get_config(),
+            "calibration": self.calibration,
         }
 
     @classmethod

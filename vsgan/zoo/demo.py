@@ -56,7 +56,13 @@ def run_demo(
     """
     from vsgan.datasets import find_data
     from vsgan.evaluation.figures import panel
-    from vsgan.evaluation.report import dataset_for_model, print_table, score_field, write_metrics
+    from vsgan.evaluation.report import (
+        dataset_for_model,
+        interval_of,
+        print_table,
+        score_field,
+        write_metrics,
+    )
     from vsgan.inference.stain import stain
     from vsgan.io.writers import write_stain
 
@@ -80,6 +86,7 @@ def run_demo(
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     written = write_stain(out / "heldout", result, model.output_channels, "tiff", overwrite)
+    interval = interval_of(result)  # calibrated models: coverage and the hallucination view
     figure = panel(
         x,
         result.mean,
@@ -87,10 +94,11 @@ def run_demo(
         y,
         out / "heldout_figure.png",
         channel_names=model.output_channels,
+        interval=None if interval is None else interval(0.9),
     )
     row = {
         "field": "heldout_quadrant",
-        **score_field(result.mean, y, result.std, model.output_channels),
+        **score_field(result.mean, y, result.std, model.output_channels, interval),
     }
     write_metrics(out, [row, {**row, "field": "mean"}])
     print_table([row, {**row, "field": "mean"}])
