@@ -16,9 +16,9 @@ LAYERS = {
     "data": 2,
     "datasets": 2,
     "models": 3,
-    "training": 4,
-    "inference": 5,
-    "evaluation": 6,
+    "inference": 4,
+    "evaluation": 5,
+    "training": 6,  # a run validates and calibrates with `stain` and the evaluation metrics
     "zoo": 7,
     "napari": 8,
     "cli": 9,

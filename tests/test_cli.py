@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-from conftest import TINY
 
 import vsgan
+from conftest import TINY
 from vsgan.data import Normalization, PairedDataset
 
 COMMANDS = ["train", "predict", "evaluate", "export", "convert", "models", "demo"]

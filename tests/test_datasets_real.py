@@ -5,9 +5,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import shared_data_dir
 from PIL import Image
 
+from conftest import shared_data_dir
 from vsgan.datasets import (
     ISL_TEST_REGION,
     a549_vscyto2d,

@@ -6,9 +6,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import TINY
 
 import vsgan
+from conftest import TINY
 from vsgan.data.normalize import Normalization
 from vsgan.errors import VsganError
 from vsgan.inference.export import export_generator

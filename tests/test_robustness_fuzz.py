@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import TINY
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import vsgan
+from conftest import TINY
 from vsgan.errors import VsganError
 from vsgan.inference.stain import stain
 from vsgan.io.readers import read_image

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import TINY
 from PIL import Image
 
 import vsgan
+from conftest import TINY
 from vsgan import cli
 from vsgan.data.spec import Field, PairedDataset, Source
 from vsgan.errors import (

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY
 from skimage.metrics import structural_similarity
 
 import vsgan
+from conftest import TINY
 from vsgan.training.callbacks import EnhancerSchedule, LinearDecay, schedules
 
 

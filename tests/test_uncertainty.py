@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY
 from PIL import Image
 
 import vsgan
+from conftest import TINY
 from vsgan.errors import InputError
 from vsgan.evaluation import figures, uncertainty
 from vsgan.evaluation.report import score_field

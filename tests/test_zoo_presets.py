@@ -4,9 +4,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TINY
 
 import vsgan
+from conftest import TINY
 from vsgan.data import Normalization
 from vsgan.errors import ChecksumError, ModelFileError, UnknownPresetError
 from vsgan.zoo import presets as zoo

@@ -66,20 +66,9 @@ def cmd_predict(args) -> None:
     out = _fresh_output(Path(args.output), args.overwrite)
     samples = args.samples
     if args.interval is not None:
-        from vsgan.inference.calibration import Calibration, check_level
+        from vsgan.inference.calibration import interval_sampling
 
-        check_level(args.interval)
-        if model.calibration is None:
-            raise VsganError(
-                f"{args.model} is not calibrated, so --interval has nothing to apply. Fix: "
-                "train it with `vsgan train` (calibrates on the validation data) or run "
-                "vsgan.inference.calibration.calibrate_model and save the model."
-            )
-        cal = Calibration.from_config(model.calibration)
-        if samples is None and cal.needs_std:
-            samples = cal.samples  # the sampling the calibration was made with
-        if cal.needs_std and cal.tta and not args.tta:
-            raise VsganError("this model's calibration used test-time augmentation: add --tta.")
+        samples = interval_sampling(model, args.interval, samples, args.tta)
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
         result = stain(
             model,

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vsgan.errors import InputError
+from vsgan.errors import InputError, VsganError
 
 __all__ = [
     "GRID",
@@ -220,6 +220,37 @@ class Calibration:
                 "differ from nominal.",
                 stacklevel=3,
             )
+
+
+def interval_sampling(model, level, samples: int | None = None, tta: bool = False) -> int:
+    """How many Monte-Carlo samples `stain` must draw for `model`'s interval at `level`.
+
+    Args:
+        model: a calibrated `Pix2PixHD` (`model.calibration` set).
+        level: the nominal coverage, e.g. 0.9.
+        samples: what the user asked for (None: the calibration's own sampling).
+        tta: whether test-time augmentation is on.
+
+    Returns:
+        the number of samples to pass to `stain`.
+
+    Raises:
+        VsganError: the model is not calibrated, or its calibration used test-time
+            augmentation and `tta` is off.
+    """
+    check_level(level)
+    if getattr(model, "calibration", None) is None:
+        raise VsganError(
+            "the model is not calibrated, so an interval has nothing to apply. Fix: train it "
+            "with `vsgan train` (calibrates on the validation data) or run "
+            "vsgan.inference.calibration.calibrate_model and save the model."
+        )
+    cal = Calibration.from_config(model.calibration)
+    if cal.needs_std and cal.tta and not tta:
+        raise VsganError("this model's calibration used test-time augmentation: add --tta.")
+    if samples is None:
+        samples = cal.samples if cal.needs_std else 1  # the sampling it was calibrated with
+    return int(samples)
 
 
 def shortfall(mean, window: int = WINDOW, alpha: float = ALPHA) -> np.ndarray:
