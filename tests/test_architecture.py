@@ -101,3 +101,18 @@ def test_cli_on_a_cpu_machine_prints_no_tensorflow_noise(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for noise in ("cuInit", "cuda drivers", "cpu_feature_guard", "absl::InitializeLog"):
         assert noise not in out.stderr, out.stderr
+
+
+def test_every_package_is_listed_for_the_wheel():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(PACKAGE.parent / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {
+        ".".join(p.parent.relative_to(PACKAGE.parent).parts)
+        for p in PACKAGE.rglob("__init__.py")
+        if not p.parent.is_symlink() and "weights" not in p.parts
+    }
+    assert found <= listed, f"add to setup.cfg packages: {sorted(found - listed)}"
+    assert "vsgan.weights" in listed  # the presets, mapped from the top-level weights/
