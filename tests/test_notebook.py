@@ -7,8 +7,10 @@ pretrained model (which do not depend on the training budget) must match those o
 copy. Skipped only where nbclient is not installed (the `test` extra installs it).
 """
 
+import json
 import os
 import re
+import sys
 
 import pytest
 from conftest import REPO
@@ -50,13 +52,27 @@ def committed():
 @pytest.fixture(scope="module")
 def rerun(tmp_path_factory):
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    where = tmp_path_factory.mktemp("notebook")  # the notebook writes nothing; if it did, here
+    # A kernel of this very interpreter, whatever "python3" kernels the machine has.
+    spec = where / "kernels" / "vsgan-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "vsgan test", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
     env = {**os.environ, "TUTORIAL_BUDGET": "tiny"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    where = tmp_path_factory.mktemp("notebook")  # the notebook writes nothing; if it did, here
-    client = nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(where)}}
-    )
-    client.execute(env=env)  # raises CellExecutionError naming the failing cell
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(where), saved]))
+    try:
+        client = nbclient.NotebookClient(
+            nb, timeout=900, kernel_name="vsgan-test", resources={"metadata": {"path": str(where)}}
+        )
+        client.execute(env=env)  # raises CellExecutionError naming the failing cell
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH")
+        else:
+            os.environ["JUPYTER_PATH"] = saved
     return nb
 
 
