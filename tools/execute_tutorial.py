@@ -46,5 +46,7 @@ def main(budget: str, path: Path = NOTEBOOK) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="small", help="TUTORIAL_BUDGET (small, tiny, ExS)")
+    parser.add_argument(
+        "--budget", default="small", help="TUTORIAL_BUDGET (small, tiny or EPOCHSxSTEPS)"
+    )
     main(parser.parse_args().budget)
