@@ -1,4 +1,4 @@
-"""`vsgan train --strategy mirrored|multiworker`: tf.distribute on 2 logical CPUs and 2 local workers."""
+"""`vsgan train --strategy mirrored|multiworker`: 2 logical CPUs, 2 local workers."""
 
 import csv
 import json
@@ -57,7 +57,8 @@ def test_strategy_names_and_cluster_errors(monkeypatch, tmp_path):
     with pytest.raises(InputError, match="not a cluster description"):
         get_strategy("multiworker")
     cluster = {"worker": ["a:1", "b:1", "c:1"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}))
+    task = {"type": "worker", "index": 2}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     assert worker_index() == 2
     assert run_dir(tmp_path / "run", get_strategy("default")) == tmp_path / "run"
 
@@ -76,10 +77,10 @@ def test_cli_train_multiworker_with_two_local_workers(tmp_path):
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONPATH": str(REPO)}
-        command = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+        command = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "vsgan.cli", *command, "--strategy", "multiworker", "--quiet"],
+                [sys.executable, "-m", "vsgan.cli", *command, "--strategy", "multiworker"],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
