@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY
 
+# Mesa's llvmpipe JIT calls LLVM, and those calls can bind to TensorFlow's own LLVM copy
+# (a crash while rendering); softpipe without LLVM draws the same pictures. Set before the
+# first OpenGL context exists.
+os.environ.setdefault("GALLIUM_DRIVER", "softpipe")
+os.environ.setdefault("DRAW_USE_LLVM", "0")
+
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 if sys.platform.startswith("linux") and not (
