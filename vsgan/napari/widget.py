@@ -32,9 +32,9 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal, Slot
 
 from vsgan.errors import InputError, VsganError
+from vsgan.napari._compute import KERAS_FILE
 from vsgan.napari.layers import contrast_limits, image_kwargs
 
-KERAS_FILE = "(.keras file)"
 NONE = "-"
 
 
@@ -99,45 +99,13 @@ class _Progress(QObject):
         self.bar.value = done
 
 
-def _load_model(choice: str, path: str | None, cache: dict):
-    from vsgan.zoo.presets import load_pretrained
-
-    source = os.fspath(path) if choice == KERAS_FILE else choice
-    stamp = os.path.getmtime(source) if choice == KERAS_FILE else None
-    if cache.get("key") != (source, stamp):
-        cache.clear()
-        cache.update(key=(source, stamp), model=load_pretrained(source))
-    return cache["model"]
-
-
-def _stain_job(choice, path, cache, raw, settings, progress: _Progress) -> dict[str, Any]:
-    """Runs in the worker thread: load (cached), stain, interval. Returns the new layers' data."""
-    from vsgan.inference.stain import stain
+def _stain_job(choice, path, raw, settings, progress: _Progress) -> dict[str, Any]:
+    """Runs in the worker thread: stains here, or in a child process next to Mesa's LLVM."""
+    from vsgan.napari import _compute
 
     progress.tick.emit(0, 1)
-    model = _load_model(choice, path, cache)
-    result = stain(
-        model,
-        raw,
-        samples=settings["samples"],
-        tta=settings["tta"],
-        tile_size=settings["tile_size"],
-        callback=progress.tick.emit,
-    )
-    targets = list(model.output_channels)
-    planes = {f"{t}_prediction": result.mean[..., i] for i, t in enumerate(targets)}
-    if result.std is not None:
-        planes.update({f"{t}_std": result.std[..., i] for i, t in enumerate(targets)})
-    note = ""
-    if hasattr(result, "interval") and getattr(result, "calibration", None) is not None:
-        try:
-            lower, upper = result.interval(settings["level"])
-        except VsganError as error:  # e.g. sampled unlike at calibration
-            note = f" No interval: {error}"
-        else:
-            for i, t in enumerate(targets):
-                planes[f"{t}_lower"], planes[f"{t}_upper"] = lower[..., i], upper[..., i]
-    return {"planes": planes, "tiles": result.tiles, "note": note}
+    run = _compute.compute_in_child if _compute.needs_child_process() else _compute.compute
+    return run(choice, path, raw, settings, progress.tick.emit)
 
 
 class StainWidget(Container):
@@ -149,7 +117,6 @@ class StainWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker = None  # the running (or last) stain worker, for tests and scripts
-        self._cache: dict = {}
         presets = list(list_pretrained())
         self.model = ComboBox(label="model", choices=[*presets, KERAS_FILE])
         self.model_file = FileEdit(label=".keras file", filter="*.keras", mode="r", visible=False)
@@ -280,7 +247,7 @@ class StainWidget(Container):
             "level": float(self.level.value),
         }
         choice, path = self.model.value, self.model_file.value
-        job = (choice, path, self._cache, raw, settings, self._progress)
+        job = (choice, path, raw, settings, self._progress)
         self.worker = create_worker(_stain_job, *job, _start_thread=False)
         self.worker.returned.connect(lambda out: self._show(out, scale, translate))
         self.worker.errored.connect(lambda error: self._say(f"staining failed: {error}", True))
