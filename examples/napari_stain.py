@@ -62,7 +62,6 @@ def main() -> None:
         order = [viewer.layers.index(n) for n in keep if n in viewer.layers]
         for i, index in enumerate(order):  # top-left to bottom-right in `keep` order
             viewer.layers.move(viewer.layers.index(viewer.layers[index].name), i)
-        viewer.layers.reverse()
         viewer.grid.enabled, viewer.grid.shape = True, (2, 2)
         viewer.window.resize(1600, 1000)
         viewer.reset_view()

@@ -211,3 +211,28 @@ def test_synthetic_sample_without_data(monkeypatch):
     assert [kw["name"] for _, kw, _ in layers] == ["phase", "nuclei", "membrane"]
     assert [kw.get("visible", True) for _, kw, _ in layers] == [True, False, False]
     assert layers[0][0].shape == (256, 256)
+
+
+def test_widget_stains_in_a_child_process_beside_mesa_llvm(
+    make_napari_viewer, qtbot, plugin, tiny_model_file, monkeypatch
+):
+    # Where Mesa's libLLVM is loaded before TensorFlow (a napari session on software or AMD
+    # OpenGL), importing TensorFlow would crash: the widget stains in a spawned process.
+    monkeypatch.setenv("VSGAN_NAPARI_PROCESS", "1")
+    viewer = make_napari_viewer()
+    phase = synthetic_field(size=64)[0][0]
+    viewer.add_image(phase, name="phase")
+    widget = StainWidget(viewer)
+    widget.model.value = KERAS_FILE
+    widget.model_file.value = tiny_model_file
+    widget.samples.value = 1
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    qtbot.waitUntil(lambda: "membrane_prediction" in viewer.layers, timeout=10_000)
+    expected = stain(vsgan.load_pretrained(tiny_model_file), phase).mean
+    np.testing.assert_allclose(
+        viewer.layers["membrane_prediction"].data, expected[..., 1], rtol=1e-5, atol=1e-6
+    )
+    assert "nuclei_std" not in viewer.layers  # one deterministic pass: no spread
+    assert widget.progress.value == widget.progress.max == 1
