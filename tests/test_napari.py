@@ -180,15 +180,40 @@ def test_napari_ome_zarr_reads_vsgan_ome_zarr(make_napari_viewer, tmp_path):
     from vsgan.io.writers import write_stain
 
     rng = np.random.default_rng(0)
-    result = StainResult(mean=rng.random((24, 32, 1), np.float32), std=None)
+    mean, std = rng.random((24, 32, 1), np.float32), rng.random((24, 32, 1), np.float32)
+    result = StainResult(mean=mean, std=std, samples=4)
     (path,) = write_stain(
         tmp_path / "field", result, ["nuclei"], "zarr", pixel_size=metadata.PixelSize(0.65, 0.65)
     )
     viewer = make_napari_viewer()
     layers = viewer.open(path, plugin="napari-ome-zarr")
-    assert [layer.name for layer in layers] == ["nuclei_prediction"]
-    np.testing.assert_allclose(np.squeeze(np.asarray(layers[0].data)), result.mean[..., 0])
-    assert tuple(layers[0].scale[-2:]) == (0.65, 0.65)
+    # napari-ome-zarr names each channel layer "<image>: <omero label>".
+    assert [layer.name for layer in layers] == ["field: nuclei_prediction", "field: nuclei_std"]
+    for layer, plane in zip(layers, (mean, std)):
+        np.testing.assert_allclose(np.squeeze(np.asarray(layer.data)), plane[..., 0])
+        assert tuple(layer.scale[-2:]) == (0.65, 0.65)
+
+
+def test_reader_opens_vsgan_ome_tiff_stain(make_napari_viewer, plugin, tmp_path):
+    metadata = pytest.importorskip(
+        "vsgan.io.metadata", reason="needs issue 12's OME-TIFF writer (names, pixel size)"
+    )
+    from vsgan.inference.stain import StainResult
+    from vsgan.io.writers import write_stain
+
+    rng = np.random.default_rng(1)
+    mean, std = rng.random((24, 32, 2), np.float32), rng.random((24, 32, 2), np.float32)
+    result = StainResult(mean=mean, std=std, samples=4)
+    size = metadata.PixelSize(0.325, 0.325)
+    (path,) = write_stain(tmp_path / "field", result, ["nuclei", "membrane"], pixel_size=size)
+    viewer = make_napari_viewer()
+    layers = viewer.open(path, plugin="vsgan")
+    names = ["nuclei_prediction", "membrane_prediction", "nuclei_std", "membrane_std"]
+    assert [layer.name for layer in layers] == names
+    planes = [mean[..., 0], mean[..., 1], std[..., 0], std[..., 1]]
+    for layer, plane in zip(layers, planes):
+        np.testing.assert_array_equal(layer.data, plane)
+        assert tuple(layer.scale) == (0.325, 0.325)
 
 
 def test_sample_data_is_the_held_out_isl_quadrant(data_dir, make_napari_viewer, plugin):
