@@ -124,8 +124,8 @@ class StainWidget(Container):
         self.samples = SpinBox(label="MC samples", value=8, min=1, max=256)
         self.tta = CheckBox(text="test-time augmentation (8 flips/rotations)", value=False)
         self.tile_size = SpinBox(label="tile size", value=512, min=32, max=8192, step=32)
-        self.level = FloatSpinBox(
-            label="interval level", value=0.9, min=0.5, max=0.999, step=0.05, visible=False
+        self.level = FloatSpinBox(  # used when the model is calibrated
+            label="interval level", value=0.9, min=0.5, max=0.999, step=0.05
         )
         self.button = PushButton(text="Stain")
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
