@@ -88,7 +88,7 @@ def test_cli_train_multiworker_with_two_local_workers(tmp_path):
             )
         )
     try:
-        outputs = [p.communicate(timeout=300) for p in procs]
+        outputs = [p.communicate(timeout=600) for p in procs]
     finally:
         for p in procs:  # bounded: never leave a worker waiting for its peer
             p.kill()
