@@ -48,7 +48,14 @@ def cmd_train(args) -> None:
         precision=args.precision,
         deterministic=args.deterministic or None,
     )
-    train(recipe, args.out, args.data, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
+    train(
+        recipe,
+        args.out,
+        args.data,
+        overwrite=args.overwrite,
+        verbose=2 if args.quiet else 1,
+        strategy=args.strategy,
+    )
     print(f"trained model: {Path(args.out) / 'model.keras'}")
 
 
@@ -202,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic",
         action="store_true",
         help="bit-reproducible (also when killed and resumed); slower on GPU",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["default", "mirrored", "multiworker"],
+        default="default",
+        help="tf.distribute: mirrored = this machine's GPUs; multiworker = the machines in "
+        "TF_CONFIG, same command on each (see examples/multi_node_train.sh)",
     )
     p.add_argument("--overwrite", action="store_true", help="restart a finished run")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")

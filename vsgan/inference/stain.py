@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -396,6 +397,7 @@ def stain(
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    callback: Callable[[int, int], None] | None = None,
 ) -> StainResult:
     """Virtually stains a whole raw label-free field.
 
@@ -417,6 +419,8 @@ def stain(
             samples for the standard deviation.
         batch_size: images per generator call (tiles x samples); bounds the memory used.
         progress: show a tqdm progress bar over tiles.
+        callback: called as `callback(tiles_done, tiles_total)` after each batch of tiles
+            (progress bars of GUIs such as the napari widget).
 
     Returns:
         a `StainResult` with `.mean` and `.std` (None when samples == 1 and not tta).
@@ -490,6 +494,8 @@ def stain(
                     var_acc[region] += w[..., None] * var[k]
                 weight_acc[region] += w
             bar.update(len(batch))
+            if callback is not None:
+                callback(first + len(batch), len(tiles))
 
     weight_acc = weight_acc[:height, :width, None]
     mean = np.ascontiguousarray(mean_acc[:height, :width])

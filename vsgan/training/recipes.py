@@ -238,6 +238,7 @@ def train(
     *,
     overwrite: bool = False,
     verbose: int | str = "auto",
+    strategy: str | None = None,
 ) -> Pix2PixHD:
     """Trains a recipe into `out_dir`, resuming from `out_dir/backup` if a run was cut short.
 
@@ -247,13 +248,18 @@ def train(
         data: the dataset folder (or store); default: `$VSGAN_DATA` / the Keras cache.
         overwrite: start afresh even if `out_dir` holds a finished run.
         verbose: Keras progress-bar setting.
+        strategy: "mirrored" (one machine's devices) or "multiworker" (machines named in
+            `TF_CONFIG`; workers other than the chief write `<out_dir>.worker<i>`); see
+            `vsgan.training.distribute`. Default: one device.
 
     Returns:
         The trained model (also in `out_dir/model.keras`).
     """
     from vsgan.data import make_dataset
+    from vsgan.training.distribute import distribute_dataset, get_strategy, run_dir
 
-    out = Path(out_dir)
+    strategy = get_strategy(strategy)  # first: multi-worker set-up precedes other TF work
+    out = run_dir(out_dir, strategy)
     backup = out / "backup"
     finished = (out / "model.keras").exists() and not backup.exists()
     if finished and not overwrite:
@@ -283,7 +289,8 @@ def train(
     val_ds = make_dataset(spec, "val", recipe.patch_size, recipe.batch_size, seed=recipe.seed)
     val_ds = val_ds.take(recipe.val_batches).cache()
     x_show, y_show = next(iter(val_ds))
-    model = build_model(recipe, spec)
+    with strategy.scope():  # variables and optimizers mirrored across replicas
+        model = build_model(recipe, spec)
     # Only now that data and model are known to work is the run folder (re)made.
     if finished:
         shutil.rmtree(out)
@@ -303,8 +310,8 @@ def train(
         ImageLogger(str(out / "logs"), x_show.numpy()[:4], y_show.numpy()[:4]),
     ]
     model.fit(
-        train_ds,
-        validation_data=val_ds,
+        distribute_dataset(train_ds, strategy),
+        validation_data=distribute_dataset(val_ds, strategy),
         epochs=recipe.epochs,
         callbacks=callbacks,
         verbose=verbose,
