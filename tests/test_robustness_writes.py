@@ -93,7 +93,7 @@ def test_exported_model_survives_a_failing_final_rename(tmp_path, model, monkeyp
 
     def replace(src, dst):
         name = Path(src).name
-        if str(dst) == str(path) and name.startswith(".export-") and "old" not in name:
+        if str(dst) == str(path) and name.startswith(".tmp-") and "old" not in name:
             raise DiskFull(28, "No space left on device")
         return real_replace(src, dst)
 
