@@ -11,5 +11,7 @@ __getattr__, __dir__ = _lazy.attributes(
         "sample": ".stain",
         "tile_grid": ".stain",
         "export_generator": ".export",
+        "export_onnx": ".export",
+        "export_bioimageio": ".bioimageio",
     },
 )
