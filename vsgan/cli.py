@@ -130,14 +130,33 @@ def cmd_evaluate(args) -> None:
 
 # ----------------------------------------------------------------------- export / convert
 def cmd_export(args) -> None:
-    model = _model(args.model)
     from vsgan.inference import export
 
-    if args.format == "saved_model":
+    fmt = args.format or _export_format(args.output)
+    if fmt != "saved_model":  # before loading the model: a missing extra fails fast
+        export.require_extra(fmt, f"vsgan export --format {fmt}")
+    model = _model(args.model)
+    if fmt == "saved_model":
         path = export.export_generator(model, args.output, overwrite=args.overwrite)
-    else:
+    elif fmt == "onnx":
         path = export.export_onnx(model, args.output, overwrite=args.overwrite)
+    else:
+        from vsgan.inference.bioimageio import export_bioimageio, preset_package
+
+        extra = preset_package(args.model, args.data) if _is_preset(args.model) else {}
+        path = export_bioimageio(model, args.output, overwrite=args.overwrite, **extra)
     print(f"exported: {path}")
+
+
+def _export_format(output: str) -> str:
+    suffix = Path(output).suffix.lower()
+    return {".onnx": "onnx", ".zip": "bioimageio"}.get(suffix, "saved_model")
+
+
+def _is_preset(name: str) -> bool:
+    from vsgan.zoo.presets import list_pretrained
+
+    return name in list_pretrained()
 
 
 def cmd_convert(args) -> None:
@@ -266,8 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the generator for serving")
     p.add_argument("model", help="preset name or .keras file")
-    p.add_argument("output", help="SavedModel folder or .onnx file")
-    p.add_argument("--format", choices=["saved_model", "onnx"], default="saved_model")
+    p.add_argument("output", help="SavedModel folder, .onnx file or bioimage.io .zip package")
+    p.add_argument(
+        "--format",
+        choices=["saved_model", "onnx", "bioimageio"],
+        help="default: from the output's suffix (.onnx, .zip), else saved_model",
+    )
+    p.add_argument("--data", help="bioimageio: folder of the preset's dataset for the test tensors")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
 

@@ -26,3 +26,7 @@ class UnknownPresetError(VsganError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(VsganError, ImportError):
+    """An optional dependency is not installed; the message names the `pip install` to run."""

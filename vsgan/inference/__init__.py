@@ -16,5 +16,7 @@ __getattr__, __dir__ = _lazy.attributes(
         "calibrate": ".calibration",
         "calibrate_model": ".calibration",
         "calibrate_split": ".calibration",
+        "export_onnx": ".export",
+        "export_bioimageio": ".bioimageio",
     },
 )

@@ -137,8 +137,10 @@ class PadToMultiple(keras.layers.Layer):
         for axis in (1, 2):
             n = shape[axis]
             # Symmetric (edge-repeating) mirror indices, valid for pads longer than the
-            # image, which ops.pad's mirror modes refuse.
-            size = ops.maximum(n + (-n) % self.multiple, 2 * self.multiple)
+            # image, which ops.pad's mirror modes refuse. `(m - n % m) % m`, not `(-n) % m`:
+            # tf2onnx turns a modulo of a negative number into a truncating Div, wrong in ONNX.
+            m = self.multiple
+            size = ops.maximum(n + (m - n % m) % m, 2 * m)
             i = ops.arange(size) % (2 * n)
             x = ops.take(x, ops.where(i < n, i, 2 * n - 1 - i), axis=axis)
         return x
