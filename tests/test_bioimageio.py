@@ -12,10 +12,10 @@ import zipfile
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY, shared_data_dir
 from PIL import Image
 
 import vsgan
+from conftest import TINY, shared_data_dir
 from vsgan.data.normalize import Normalization
 from vsgan.errors import InputError
 from vsgan.inference.bioimageio import export_bioimageio, preset_package, processing_steps

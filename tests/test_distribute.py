@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY
 
 import vsgan
+from conftest import REPO, TINY
 from vsgan.errors import InputError
 from vsgan.training.distribute import get_strategy, run_dir, worker_index
 from vsgan.training.recipes import Recipe, train

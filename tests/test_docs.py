@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO
 
 pytest.importorskip("mkdocs", reason='mkdocs not installed: pip install -e ".[docs]"')

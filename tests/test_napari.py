@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import REPO, TINY
 
 # Mesa's llvmpipe JIT calls LLVM, and those calls can bind to TensorFlow's own LLVM copy

@@ -13,6 +13,7 @@ import re
 import sys
 
 import pytest
+
 from conftest import REPO
 
 nbformat = pytest.importorskip("nbformat", reason='nbformat missing: pip install -e ".[test]"')
