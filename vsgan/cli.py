@@ -53,11 +53,47 @@ def cmd_train(args) -> None:
 
 
 # ---------------------------------------------------------------------------------- predict
+def _predict_plate(args) -> None:
+    from vsgan.inference.plate import parse_shard, predict_plate
+
+    if args.format == "tiff":
+        raise VsganError("an HCS plate in gives an OME-Zarr plate out: drop --format tiff.")
+    shard = parse_shard(args.shard)
+    done = predict_plate(
+        _model(args.model),
+        args.inputs[0],
+        args.output,
+        shard=shard,
+        samples=args.samples,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        tta=args.tta,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        model_name=args.model,
+    )
+    left = f"{len(done['missing'])} position(s) of the plate still to stain"
+    print(
+        f"shard {shard[0]}/{shard[1]}: {len(done['written'])} position(s) stained, "
+        f"{len(done['skipped'])} already complete; "
+        + (left if done["missing"] else "plate complete")
+        + f": {args.output}"
+    )
+
+
 def cmd_predict(args) -> None:
     from tqdm.auto import tqdm
 
+    from vsgan.io import ome_zarr
+
+    if len(args.inputs) == 1 and ome_zarr.looks_like_zarr(args.inputs[0]):
+        if ome_zarr.is_plate(args.inputs[0]):
+            return _predict_plate(args)
+    if args.shard:
+        raise VsganError("--shard splits the fields of one HCS plate: give a plate .zarr input.")
     from vsgan.evaluation.figures import panel
     from vsgan.inference.stain import read_fields, stain
+    from vsgan.io.readers import pixel_size_for
     from vsgan.io.writers import write_stain
 
     model = _model(args.model)
@@ -74,7 +110,14 @@ def cmd_predict(args) -> None:
             tta=args.tta,
             progress=not args.quiet,
         )
-        written = write_stain(out / name, result, model.output_channels, args.format, True)
+        written = write_stain(
+            out / name,
+            result,
+            model.output_channels,
+            args.format or "tiff",
+            True,
+            pixel_size=pixel_size_for(name, args.inputs),
+        )
         if args.figure:
             panel(
                 raw,
@@ -193,15 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="stain files, folders or zarr stores")
+    p = sub.add_parser("predict", help="stain files, folders, zarr fields or HCS plates")
     p.add_argument("model", help="preset name or .keras file")
     p.add_argument("inputs", nargs="+", help="images (TIFF, PNG, NPY, HDF5), folders or .zarr")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (a plate: the out .zarr)")
     p.add_argument("--samples", type=int, default=1, help="Monte-Carlo dropout samples")
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
     p.add_argument("--tta", action="store_true", help="average flips and rotations")
-    p.add_argument("--format", choices=["tiff", "zarr"], default="tiff")
+    p.add_argument(
+        "--format",
+        choices=["tiff", "zarr"],
+        help="tiff: one OME-TIFF per field (default); zarr: OME-Zarr (a plate in: a plate out)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="stain the I-th of N disjoint subsets of a plate's fields into one shared output",
+    )
     p.add_argument("--figure", action="store_true", help="also write a PNG panel per field")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

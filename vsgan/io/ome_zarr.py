@@ -306,7 +306,15 @@ def _scale(pixel_size: PixelSize | None) -> list[float]:
 
 
 def _ngff_format():
-    from ome_zarr.format import FormatV04
+    try:
+        from ome_zarr.format import FormatV04
+    except ImportError:
+        from vsgan.errors import VsganError
+
+        raise VsganError(
+            "writing OME-Zarr needs ome-zarr-py, which is not installed. Fix: "
+            'pip install "vsgan[zarr]"'
+        ) from None
 
     return FormatV04()
 
@@ -337,6 +345,7 @@ def create_image(
     Returns:
         The (empty) zarr array, to be filled by the caller.
     """
+    fmt = _ngff_format()
     from ome_zarr.writer import write_multiscales_metadata
 
     if len(shape) != 5 or shape[1] != len(channel_names):
@@ -353,7 +362,7 @@ def create_image(
                 "coordinateTransformations": [{"type": "scale", "scale": _scale(pixel_size)}],
             }
         ],
-        fmt=_ngff_format(),
+        fmt=fmt,
         axes=_ngff_axes(pixel_size),
         name=name,
         metadata={"omero": _omero(list(channel_names), [_dtype_window(dtype)] * shape[1])},
@@ -363,9 +372,10 @@ def create_image(
 
 def finish_image(group, channel_names: list[str], windows: list[dict[str, float]]) -> None:
     """Sets the OMERO display windows of an image written with `create_image`."""
+    fmt = _ngff_format()
     from ome_zarr.writer import add_metadata
 
-    add_metadata(group, {"omero": _omero(list(channel_names), windows)}, fmt=_ngff_format())
+    add_metadata(group, {"omero": _omero(list(channel_names), windows)}, fmt=fmt)
 
 
 def _write_group(path: Path, data: np.ndarray, channel_names, pixel_size, chunks=None, name=None):
@@ -433,6 +443,7 @@ def create_plate(group, positions: list[str], *, name: str | None = None) -> Non
     Rows and columns keep the order they first appear in; the fields themselves are written
     by `write_position` (or `create_image` on ``group[position]``).
     """
+    fmt = _ngff_format()
     from ome_zarr.writer import write_plate_metadata, write_well_metadata
 
     wells: dict[str, list[str]] = {}
@@ -441,7 +452,6 @@ def create_plate(group, positions: list[str], *, name: str | None = None) -> Non
         wells.setdefault(f"{row}/{col}", []).append(fov)
     rows = list(dict.fromkeys(w.split("/")[0] for w in wells))
     cols = list(dict.fromkeys(w.split("/")[1] for w in wells))
-    fmt = _ngff_format()
     write_plate_metadata(
         group,
         rows,
