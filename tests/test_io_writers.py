@@ -240,18 +240,25 @@ def test_predict_plate_gives_a_plate_the_fields_tools_open(tiny_model, plate, tm
     assert list(meta["scale"])[-2:] == [0.325, 0.325]
 
 
-def test_missing_zarr_extra_is_one_line_naming_the_install(tiny_model, tmp_path, monkeypatch):
+def test_missing_zarr_extra_is_one_line_naming_the_install(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
     from vsgan import cli
 
-    monkeypatch.setitem(sys.modules, "ome_zarr.format", None)
+    monkeypatch.setitem(sys.modules, "ome_zarr.format", None)  # as if not installed
     field = tmp_path / "f.tif"
     tifffile.imwrite(field, np.zeros((16, 16), "uint16"))
-    assert cli.main(["predict", str(tiny_model), str(field), "-o", str(tmp_path / "o"), "--format", "zarr", "--quiet"]) == 2  # fmt: skip
+    args = ["predict", str(tiny_model), str(field), "-o", str(tmp_path / "o"), "--format", "zarr"]
+    assert cli.main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "vsgan[zarr]"' in err
 
 
 # ------------------------------------------------------------------------------ plates at scale
 def _plate_arrays(path):
-    return {p: np.asarray(zarr.open_array(str(Path(path, p, "0")), mode="r")) for p in PLATE_POSITIONS}  # fmt: skip
+    return {
+        p: np.asarray(zarr.open_array(str(Path(path, p, "0")), mode="r")) for p in PLATE_POSITIONS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +332,6 @@ def test_a_killed_shard_rerun_completes_the_plate(tiny_model, plate, unsharded, 
 def test_a_shard_refuses_an_output_from_other_settings(tiny_model, plate, unsharded, tmp_path):
     from vsgan.inference.plate import predict_plate
 
-    model = vsgan.Pix2PixHD.__module__  # noqa: F841  (model loaded below only if needed)
     before = (unsharded / ".zattrs").read_text()
     loaded = __import__("keras").saving.load_model(tiny_model)
     with pytest.raises(vsgan.errors.VsganError, match="--overwrite"):
