@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import TINY
+from conftest import REPO, TINY
 
 import vsgan
 from vsgan.data import Normalization
@@ -270,11 +270,16 @@ def unsharded(tiny_model, plate, tmp_path_factory):
 
 
 def test_concurrent_shards_equal_the_unsharded_plate(tiny_model, plate, unsharded, tmp_path):
+    """Two array tasks of examples/slurm_array.sh, run at once as SLURM would."""
     out = tmp_path / "out.zarr"
+    script = REPO / "examples" / "slurm_array.sh"
+    # The script runs `vsgan`: the one of this interpreter.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     shards = [
         subprocess.Popen(
-            [sys.executable, "-m", "vsgan.cli", "predict", str(tiny_model), str(plate)]
-            + ["-o", str(out), "--shard", f"{i}/2", "--quiet"],
+            ["bash", str(script), str(tiny_model), str(plate), str(out)],
+            env={**os.environ, "PATH": path, "SLURM_ARRAY_TASK_ID": str(i)}
+            | {"SLURM_ARRAY_TASK_COUNT": "2"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -337,3 +342,13 @@ def test_a_shard_refuses_an_output_from_other_settings(tiny_model, plate, unshar
     with pytest.raises(vsgan.errors.VsganError, match="--overwrite"):
         predict_plate(loaded, plate, unsharded, samples=3, model_name=str(tiny_model))
     assert (unsharded / ".zattrs").read_text() == before
+
+
+def test_the_kubernetes_job_runs_one_shard_per_index():
+    import yaml
+
+    job = yaml.safe_load((REPO / "examples" / "k8s_indexed_job.yaml").read_text())
+    spec = job["spec"]
+    command = " ".join(spec["template"]["spec"]["containers"][0]["args"])
+    assert spec["completionMode"] == "Indexed"
+    assert f'--shard "${{JOB_COMPLETION_INDEX}}/{spec["completions"]}"' in command
