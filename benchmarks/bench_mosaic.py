@@ -2,10 +2,10 @@
 
 For each side (default 2048, 4096, 8192 px) a synthetic OME-Zarr field (uint16, 13 channels by
 default, like a Z-stack of label-free planes) is written first, then a fresh process stains it
-with `vsgan.inference.mosaic.stain_mosaic` (a tiny 13 -> 2 channel Pix2PixHD, 512 px tiles, batches of 4)
-into an OME-Zarr on disk and reports its peak resident memory (VmHWM), the peak above the
-process's resident memory after a warm-up generator call (TensorFlow, the model), and time. With
-`--in-memory` the same field is also read whole and stained with `stain`, for contrast.
+with `vsgan.inference.mosaic.stain_mosaic` (a tiny 13 -> 2 channel Pix2PixHD, 512 px tiles,
+batches of 4) into an OME-Zarr on disk. It reports the peak resident memory (VmHWM), the peak
+above the resident memory after a warm-up generator call (TensorFlow, the model), and the time.
+With `--in-memory` the same field is also read whole and stained with `stain`, for contrast.
 
     nice -n 10 python benchmarks/bench_mosaic.py [--sizes 2048 4096 8192] [--channels 13]
         [--in-memory] [--keep DIR]
@@ -96,9 +96,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    print(
-        f"{'side':>6} {'mode':<9} {'field MiB':>10} {'peak RSS MiB':>13} {'above base':>11} {'s':>7}"
-    )
+    header = f"{'side':>6} {'mode':<9} {'field MiB':>10} {'peak RSS MiB':>13} {'above base':>11}"
+    print(f"{header} {'s':>7}")
     try:
         for side in args.sizes:
             source = folder / f"field{side}.zarr"
