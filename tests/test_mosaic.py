@@ -77,3 +77,17 @@ def test_a_field_smaller_than_a_tile_is_mirrored_like_stain(model, field, tmp_pa
     expected = stain(model, field[:37, :51, :1], tile_size=64)
     data, _ = _read(mosaic.stain_mosaic(model, path, tmp_path / "o.zarr", tile_size=64))
     np.testing.assert_array_equal(data, np.moveaxis(expected.mean, -1, 0))
+
+
+def test_predict_mosaic_streams_each_input(model, field, tmp_path):
+    from vsgan import cli
+
+    saved = tmp_path / "m.keras"
+    model.save(saved)
+    path = tmp_path / "big.ome.tif"
+    tifffile.imwrite(path, field[..., 0], tile=(64, 64))
+    args = ["predict", str(saved), str(path), "-o", str(tmp_path / "out"), "--mosaic"]
+    assert cli.main([*args, "--tile-size", "64", "--quiet"]) == 0
+    data, _ = _read(tmp_path / "out" / "big.zarr")
+    expected = stain(model, field[..., :1], tile_size=64)
+    np.testing.assert_array_equal(data, np.moveaxis(expected.mean, -1, 0))

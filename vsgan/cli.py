@@ -81,6 +81,31 @@ def _predict_plate(args) -> None:
     )
 
 
+def _predict_mosaics(args) -> None:
+    from vsgan.inference.mosaic import stain_mosaic
+    from vsgan.io.readers import field_stem, split_path
+
+    if args.format == "tiff" or args.figure:
+        raise VsganError("--mosaic writes OME-Zarr only: drop --format tiff and --figure.")
+    model = _model(args.model)
+    out = _fresh_output(Path(args.output), args.overwrite)
+    for source in args.inputs:
+        path, inner = split_path(source)
+        name = field_stem(path) + (f"_{inner.replace('/', '_')}" if inner else "")
+        written = stain_mosaic(
+            model,
+            source,
+            out / f"{name}.zarr",
+            samples=args.samples,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+            tta=args.tta,
+            overwrite=True,
+            progress=not args.quiet,
+        )
+        print(f"{name}: {written}")
+
+
 def cmd_predict(args) -> None:
     from tqdm.auto import tqdm
 
@@ -91,6 +116,8 @@ def cmd_predict(args) -> None:
             return _predict_plate(args)
     if args.shard:
         raise VsganError("--shard splits the fields of one HCS plate: give a plate .zarr input.")
+    if args.mosaic:
+        return _predict_mosaics(args)
     from vsgan.evaluation.figures import panel
     from vsgan.inference.stain import read_fields, stain
     from vsgan.io.readers import pixel_size_for
@@ -248,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["tiff", "zarr"],
         help="tiff: one OME-TIFF per field (default); zarr: OME-Zarr (a plate in: a plate out)",
+    )
+    p.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="stream each field (OME-Zarr or TIFF) tile by tile into OME-Zarr: flat memory",
     )
     p.add_argument(
         "--shard",
