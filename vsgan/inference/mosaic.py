@@ -4,12 +4,12 @@
 tiles, same per-field normalisation, same blending, same float32 arithmetic in the same order),
 but never holds the field: the input is read tile by tile from an OME-Zarr field or a (tiled)
 TIFF, the blending accumulators live in a scratch zarr store beside the output, and the final
-division is written band by band. Peak memory is a batch of tiles plus a band of at most
-`BAND_PIXELS` pixels, whatever the field size.
+division is written block by block (`BLOCK` x `BLOCK` pixels, the output's chunks). Peak
+memory is a batch of tiles plus a block, whatever the field's height and width.
 
 The per-field input normalisation is fitted as `stain` fits it: quantiles from the same evenly
-strided pixels (at most a million per channel, gathered band by band), mean and standard
-deviation from running sums.
+strided pixels of the flattened field (at most a million per channel, gathered block by
+block), mean and standard deviation from running sums.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from vsgan.errors import DataFileError, InputError
 
-__all__ = ["BAND_PIXELS", "LazyField", "open_field", "stain_mosaic"]
+__all__ = ["BLOCK", "LazyField", "open_field", "stain_mosaic"]
 
-# Pixels (rows x full width) read or written at once outside the tiles themselves.
-BAND_PIXELS = 2**22
+# Side of the blocks read or written at once besides the tiles (and of the output's chunks).
+BLOCK = 1024
 
 
 class LazyField:
@@ -127,14 +127,23 @@ def open_field(source: str | os.PathLike, position: str | None = None) -> LazyFi
     )
 
 
-def _bands(height: int, width: int):
-    rows = max(1, BAND_PIXELS // max(1, width))
-    for y0 in range(0, height, rows):
-        yield y0, min(height, y0 + rows)
+def _blocks(height: int, width: int):
+    for y0 in range(0, height, BLOCK):
+        for x0 in range(0, width, BLOCK):
+            yield y0, min(height, y0 + BLOCK), x0, min(width, x0 + BLOCK)
+
+
+def _strided(y0: int, y1: int, x0: int, x1: int, width: int, step: int):
+    """(rows, columns) inside a block of the flat indices 0, step, 2 step ... of the field."""
+    starts = np.arange(y0, y1, dtype=np.int64) * width
+    first = -(-(starts + x0) // step) * step
+    flat = [np.arange(f, s + x1, step, dtype=np.int64) for f, s in zip(first, starts)]
+    flat = np.concatenate(flat) if flat else np.zeros(0, np.int64)
+    return flat // width - y0, flat % width - x0
 
 
 def _field_normalization(preprocessor, field: LazyField):
-    """`preprocessor.for_field(whole field)`, computed from bands of the field."""
+    """`preprocessor.for_field(whole field)`, computed from blocks of the field."""
     from vsgan.data.normalize import _MAX_SAMPLES_PER_FIELD
 
     norm = preprocessor.input
@@ -145,23 +154,22 @@ def _field_normalization(preprocessor, field: LazyField):
         from vsgan.data.normalize import Normalization, _as_list, _safe_scale
 
         total, total_sq = np.zeros(c), np.zeros(c)
-        for y0, y1 in _bands(h, w):
-            f64 = field.read(y0, y1, 0, w).reshape(-1, c).astype(np.float64)
+        for y0, y1, x0, x1 in _blocks(h, w):
+            f64 = field.read(y0, y1, x0, x1).reshape(-1, c).astype(np.float64)
             total, total_sq = total + f64.sum(0), total_sq + (f64**2).sum(0)
         mean = total / (h * w)
         fitted = Normalization(norm.method, low=norm.low, high=norm.high)
         fitted.offset = _as_list(mean)
         fitted.scale = _as_list(_safe_scale(np.sqrt(np.maximum(total_sq / (h * w) - mean**2, 0))))
         return fitted
-    # The same evenly strided pixels `fit` takes from the flattened (H*W, C) field.
+    # The same evenly strided pixels `fit` takes from the flattened (H*W, C) field (quantiles
+    # do not depend on their order).
     step = max(1, (h * w) // _MAX_SAMPLES_PER_FIELD)
     picked = []
-    for y0, y1 in _bands(h, w):
-        first = -(-(y0 * w) // step) * step  # the first multiple of step in this band
-        flat = np.arange(first, y1 * w, step)
-        if flat.size:
-            band = field.read(y0, y1, 0, w).reshape(-1, c)
-            picked.append(band[flat - y0 * w])
+    for y0, y1, x0, x1 in _blocks(h, w):
+        rows, cols = _strided(y0, y1, x0, x1, w, step)
+        if rows.size:
+            picked.append(field.read(y0, y1, x0, x1)[rows, cols])
     sample = np.concatenate(picked)[:, None, :]
     # `fit` on the sample takes every pixel of it (fewer than twice its cap), as on the field.
     return preprocessor.for_field(sample)
@@ -316,23 +324,23 @@ def stain_mosaic(
                 (1, len(names), 1, height, width),
                 names,
                 pixel_size=field.pixel_size,
-                chunks=(1, 1, 1, min(height, 1024), min(width, 1024)),
+                chunks=(1, 1, 1, min(height, BLOCK), min(width, BLOCK)),
                 name=output.stem,
             )
             stats = _WindowStats(len(names), height * width)
-            for y0, y1 in _bands(height, width):
-                weight = weight_acc[y0:y1, :width][..., None]
-                mean = np.ascontiguousarray(mean_acc[y0:y1, :width])
+            for y0, y1, x0, x1 in _blocks(height, width):
+                weight = weight_acc[y0:y1, x0:x1][..., None]
+                mean = np.ascontiguousarray(mean_acc[y0:y1, x0:x1])
                 mean /= weight
                 planes = [mean]
                 if with_std:
-                    std = np.ascontiguousarray(var_acc[y0:y1, :width])
+                    std = np.ascontiguousarray(var_acc[y0:y1, x0:x1])
                     std /= weight
                     np.sqrt(np.maximum(std, 0.0, out=std), out=std)
                     planes.append(std)
                 data = np.moveaxis(np.concatenate(planes, axis=-1), -1, 0)
-                out[0, :, 0, y0:y1, :] = data
-                stats.update(data, y0 * width)
+                out[0, :, 0, y0:y1, x0:x1] = data
+                stats.update(data, y0, y1, x0, x1, width)
             ome_zarr.finish_image(group, names, stats.windows())
         finally:
             shutil.rmtree(scratch_path, ignore_errors=True)
@@ -348,12 +356,12 @@ class _WindowStats:
         self.high = np.full(channels, -np.inf)
         self.picked: list[np.ndarray] = []
 
-    def update(self, data: np.ndarray, offset: int):  # data (C, h, W), offset: flat start
-        flat = data.reshape(data.shape[0], -1)
+    def update(self, data: np.ndarray, y0: int, y1: int, x0: int, x1: int, width: int):
+        flat = data.reshape(data.shape[0], -1)  # data: (C, h, w) of the block
         self.low = np.minimum(self.low, np.nanmin(flat, axis=1))
         self.high = np.maximum(self.high, np.nanmax(flat, axis=1))
-        first = -(-offset // self.step) * self.step - offset
-        self.picked.append(flat[:, first :: self.step])
+        rows, cols = _strided(y0, y1, x0, x1, width, self.step)
+        self.picked.append(data[:, rows, cols])
 
     def windows(self) -> list[dict[str, float]]:
         sample = np.concatenate(self.picked, axis=1)
