@@ -120,7 +120,7 @@ def cmd_predict(args) -> None:
         return _predict_mosaics(args)
     from vsgan.evaluation.figures import panel
     from vsgan.inference.stain import read_fields, stain
-    from vsgan.io.readers import pixel_size_for
+    from vsgan.io.readers import field_stem, pixel_size_for
     from vsgan.io.writers import write_stain
 
     model = _model(args.model)
@@ -128,6 +128,7 @@ def cmd_predict(args) -> None:
     fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
+        name = field_stem(name + ".tif")  # "field.ome" (from field.ome.tif) -> "field"
         result = stain(
             model,
             raw,

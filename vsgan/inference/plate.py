@@ -168,6 +168,8 @@ def predict_plate(
     names = [f"{t}_prediction" for t in targets]
     if samples > 1 or tta:
         names += [f"{t}_std" for t in targets]
+    if model_name is not None and Path(model_name).exists():
+        model_name = str(Path(model_name).resolve())  # shards may name the file differently
     record = {
         "source": str(source.resolve()),
         "positions": positions,
