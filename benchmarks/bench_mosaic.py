@@ -8,7 +8,7 @@ above the resident memory after a warm-up generator call (TensorFlow, the model)
 With `--in-memory` the same field is also read whole and stained with `stain`, for contrast.
 
     nice -n 10 python benchmarks/bench_mosaic.py [--sizes 2048 4096 8192] [--channels 13]
-        [--in-memory] [--keep DIR]
+        [--modes stream in-memory] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -86,7 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     parser.add_argument("--channels", type=int, default=13)
-    parser.add_argument("--in-memory", action="store_true", help="also stain the field whole")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["stream", "in-memory"],
+        default=["stream"],
+        help="in-memory: read the field whole and run `stain` (for contrast)",
+    )
     parser.add_argument(
         "--keep", help="folder for the fields and outputs (default: a temporary one)"
     )
@@ -106,7 +112,7 @@ def main() -> None:
                 make_field(source, side, args.channels)
                 print(f"# wrote {source} in {time.perf_counter() - start:.0f} s")
             field_mib = side * side * args.channels * 2 / 2**20
-            for mode in ["stream"] + (["in-memory"] if args.in_memory else []):
+            for mode in args.modes:
                 output = folder / f"out{side}-{mode}.zarr"
                 shutil.rmtree(output, ignore_errors=True)
                 run = subprocess.run(
