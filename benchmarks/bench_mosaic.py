@@ -5,7 +5,7 @@ default, like a Z-stack of label-free planes) is written first, then a fresh pro
 with `vsgan.inference.mosaic.stain_mosaic` (a tiny 13 -> 2 channel Pix2PixHD, 512 px tiles,
 batches of 4) into an OME-Zarr on disk. It reports the peak resident memory (VmHWM), the peak
 above the resident memory after a warm-up generator call (TensorFlow, the model), and the time.
-With `--in-memory` the same field is also read whole and stained with `stain`, for contrast.
+With `--modes stream in-memory` the same field is also read whole and stained with `stain`.
 
     nice -n 10 python benchmarks/bench_mosaic.py [--sizes 2048 4096 8192] [--channels 13]
         [--modes stream in-memory] [--keep DIR]
