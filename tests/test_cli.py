@@ -76,16 +76,11 @@ def test_predict_writes_named_tiffs_with_uncertainty_and_a_figure(tiny_model, fi
     )
     assert run.returncode == 0, run.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == [
-        "field_figure.png",
-        "field_membrane_prediction.tif",
-        "field_membrane_std.tif",
-        "field_nuclei_prediction.tif",
-        "field_nuclei_std.tif",
-    ]
-    nuclei = tifffile.imread(out / "field_nuclei_prediction.tif")
+    assert names == ["field_figure.png", "field_prediction.ome.tif"]
+    # One OME-TIFF per field: predictions then stds, in the model's channel order.
+    nuclei, membrane, nuclei_std, _ = tifffile.imread(out / "field_prediction.ome.tif")
     assert nuclei.shape == (70, 90) and 0 <= nuclei.min() and nuclei.max() <= 4400.01
-    assert tifffile.imread(out / "field_nuclei_std.tif").max() > 0
+    assert nuclei_std.max() > 0
 
 
 def test_predict_refuses_to_overwrite_and_writes_ome_zarr_when_asked(tiny_model, field, tmp_path):
@@ -197,9 +192,7 @@ def test_demo_stains_the_held_out_quadrant(data_dir, tmp_path):
     assert "rows 512-1023, columns 512-1023" in run.stdout
     out = tmp_path / "demo"
     assert (out / "heldout_figure.png").is_file() and (out / "metrics.csv").is_file()
-    predictions = list(out.glob("heldout_*_prediction.tif"))
-    stds = list(out.glob("heldout_*_std.tif"))
-    assert len(predictions) == 1 and len(stds) == 1
-    assert tifffile.imread(predictions[0]).shape == (512, 512)
+    # One OME-TIFF: the prediction and its std.
+    assert tifffile.imread(out / "heldout_prediction.ome.tif").shape == (2, 512, 512)
     rows = json.loads((out / "metrics.json").read_text())
     assert any(key.endswith("/pearson_r") for key in rows[0])

@@ -60,11 +60,74 @@ def cmd_train(args) -> None:
 
 
 # ---------------------------------------------------------------------------------- predict
+def _predict_plate(args) -> None:
+    from vsgan.inference.plate import parse_shard, predict_plate
+
+    if args.format == "tiff":
+        raise VsganError("an HCS plate in gives an OME-Zarr plate out: drop --format tiff.")
+    shard = parse_shard(args.shard)
+    done = predict_plate(
+        _model(args.model),
+        args.inputs[0],
+        args.output,
+        shard=shard,
+        samples=args.samples or 1,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        tta=args.tta,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        model_name=args.model,
+    )
+    left = f"{len(done['missing'])} position(s) of the plate still to stain"
+    print(
+        f"shard {shard[0]}/{shard[1]}: {len(done['written'])} position(s) stained, "
+        f"{len(done['skipped'])} already complete; "
+        + (left if done["missing"] else "plate complete")
+        + f": {args.output}"
+    )
+
+
+def _predict_mosaics(args) -> None:
+    from vsgan.inference.mosaic import stain_mosaic
+    from vsgan.io.readers import field_stem, split_path
+
+    if args.format == "tiff" or args.figure:
+        raise VsganError("--mosaic writes OME-Zarr only: drop --format tiff and --figure.")
+    model = _model(args.model)
+    out = _fresh_output(Path(args.output), args.overwrite)
+    for source in args.inputs:
+        path, inner = split_path(source)
+        name = field_stem(path) + (f"_{inner.replace('/', '_')}" if inner else "")
+        written = stain_mosaic(
+            model,
+            source,
+            out / f"{name}.zarr",
+            samples=args.samples or 1,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+            tta=args.tta,
+            overwrite=True,
+            progress=not args.quiet,
+        )
+        print(f"{name}: {written}")
+
+
 def cmd_predict(args) -> None:
     from tqdm.auto import tqdm
 
+    from vsgan.io import ome_zarr
+
+    if len(args.inputs) == 1 and ome_zarr.looks_like_zarr(args.inputs[0]):
+        if ome_zarr.is_plate(args.inputs[0]):
+            return _predict_plate(args)
+    if args.shard:
+        raise VsganError("--shard splits the fields of one HCS plate: give a plate .zarr input.")
+    if args.mosaic:
+        return _predict_mosaics(args)
     from vsgan.evaluation.figures import panel
     from vsgan.inference.stain import read_fields, stain
+    from vsgan.io.readers import field_stem, pixel_size_for
     from vsgan.io.writers import write_stain
 
     model = _model(args.model)
@@ -77,6 +140,7 @@ def cmd_predict(args) -> None:
 
         samples = interval_sampling(model, args.interval, samples, args.tta)
     for name, raw in tqdm(fields, desc="fields", disable=len(fields) < 2):
+        name = field_stem(name + ".tif")  # "field.ome" (from field.ome.tif) -> "field"
         result = stain(
             model,
             raw,
@@ -91,9 +155,10 @@ def cmd_predict(args) -> None:
             out / name,
             result,
             model.output_channels,
-            args.format,
+            args.format or "tiff",
             True,
             interval=None if bounds is None else (args.interval, *bounds),
+            pixel_size=pixel_size_for(name, args.inputs),
         )
         if args.figure:
             panel(
@@ -240,10 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="stain files, folders or zarr stores")
+    p = sub.add_parser("predict", help="stain files, folders, zarr fields or HCS plates")
     p.add_argument("model", help="preset name or .keras file")
     p.add_argument("inputs", nargs="+", help="images (TIFF, PNG, NPY, HDF5), folders or .zarr")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (a plate: the out .zarr)")
     p.add_argument(
         "--samples",
         type=int,
@@ -260,7 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
     p.add_argument("--tta", action="store_true", help="average flips and rotations")
-    p.add_argument("--format", choices=["tiff", "zarr"], default="tiff")
+    p.add_argument(
+        "--format",
+        choices=["tiff", "zarr"],
+        help="tiff: one OME-TIFF per field (default); zarr: OME-Zarr (a plate in: a plate out)",
+    )
+    p.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="stream each field (OME-Zarr or TIFF) tile by tile into OME-Zarr: flat memory",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="stain the I-th of N disjoint subsets of a plate's fields into one shared output",
+    )
     p.add_argument("--figure", action="store_true", help="also write a PNG panel per field")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

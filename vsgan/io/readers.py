@@ -1,5 +1,8 @@
 """Read microscope images of any supported format as (H, W, C) numpy arrays.
 
+Physical pixel sizes come from OME-XML, ImageJ metadata, TIFF resolution tags or OME-Zarr
+``coordinateTransformations`` (`pixel_size`), so outputs can carry them on.
+
 Formats: TIFF (8/16-bit, float32, multi-page and ImageJ hyperstacks, via tifffile), PNG/JPEG
 (pillow; 16-bit PNG stays uint16), HDF5 datasets (``file.h5::dataset``), OME-Zarr single fields
 and HCS plates (``plate.zarr::row/col/fov``), ``.npy`` files and in-memory arrays. Channels are
@@ -18,6 +21,7 @@ import numpy as np
 from vsgan.errors import DataFileError, InputError
 from vsgan.io import ome_zarr
 from vsgan.io.files import check_size
+from vsgan.io.metadata import PixelSize, ngff_unit
 
 Channels = int | str | Sequence[int | str] | None
 
@@ -358,3 +362,125 @@ def channel_names(source: str | Path, **kwargs) -> list[str] | None:
     ):
         return ome_zarr.field_channel_names(path, kwargs.get("position") or inner)
     return read_image_with_names(source, **kwargs)[1]
+
+
+def _ome_pixel_size(xml: str) -> PixelSize | None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return None
+    a = pixels.attrib
+    unit = a.get("PhysicalSizeXUnit", "\u00b5m")  # the OME default
+    if a.get("PhysicalSizeYUnit", unit) != unit:
+        return None
+    z = a.get("PhysicalSizeZ") if a.get("PhysicalSizeZUnit", unit) == unit else None
+    return PixelSize.parse(a.get("PhysicalSizeY", a["PhysicalSizeX"]), a["PhysicalSizeX"], unit, z)
+
+
+def _resolution(page) -> tuple[float, float] | None:
+    """(y, x) pixels per unit from the resolution tags, or None when absent or (1, 1)."""
+    values = []
+    for tag in ("YResolution", "XResolution"):
+        t = page.tags.get(tag)
+        if t is None:
+            return None
+        num, den = t.value if isinstance(t.value, tuple) else (t.value, 1)
+        if not num or not den:
+            return None
+        values.append(num / den)
+    return tuple(values)
+
+
+def _tiff_pixel_size(tif) -> PixelSize | None:
+    if tif.is_ome and tif.ome_metadata:
+        found = _ome_pixel_size(tif.ome_metadata)
+        if found is not None:
+            return found
+    page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+    res = _resolution(page)
+    if tif.is_imagej and tif.imagej_metadata:
+        ij = tif.imagej_metadata
+        unit = ngff_unit(ij.get("unit"))
+        if unit is not None and res is not None:
+            return PixelSize.parse(1 / res[0], 1 / res[1], unit, ij.get("spacing"))
+        return None
+    unit_tag = page.tags.get("ResolutionUnit")
+    # 2: inch, 3: centimeter; 1 (none) or a missing tag carries no physical size.
+    unit = {2: "inch", 3: "centimeter"}.get(int(unit_tag.value) if unit_tag else 2)
+    if res is None or unit is None or res == (1.0, 1.0):
+        return None
+    found = PixelSize.parse(1 / res[0], 1 / res[1], unit)
+    if found is None:
+        return None
+    y, x = found.micrometers()
+    return PixelSize(y, x, "micrometer")
+
+
+def pixel_size(source: str | Path, position: str | None = None) -> PixelSize | None:
+    """The physical pixel size stored with an image, or None when it does not say.
+
+    TIFF: OME-XML ``PhysicalSizeX/Y`` (with their unit), else ImageJ's ``unit`` with the
+    resolution tags, else resolution tags with a centimeter or inch unit (given in
+    micrometers). OME-Zarr: the ``scale`` of the full-resolution dataset with the axes' unit.
+
+    Example:
+    >>> import numpy as np, tempfile, os, tifffile
+    >>> p = os.path.join(tempfile.mkdtemp(), "f.tif")
+    >>> px = 1 / 0.65  # pixels per micrometer
+    >>> tifffile.imwrite(p, np.zeros((4, 4), "uint16"), imagej=True, resolution=(px, px),
+    ...                  metadata={"unit": "um"})
+    >>> pixel_size(p)
+    PixelSize(y=0.65, x=0.65, unit='micrometer', z=None)
+    """
+    path, inner = split_path(source)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr" or (path.is_dir() and ome_zarr.looks_like_zarr(path)):
+        return ome_zarr.field_pixel_size(path, position or inner)
+    if suffix in TIFF_SUFFIXES:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return _tiff_pixel_size(tif)
+        except Exception as e:  # tifffile raises many types on corrupt files
+            raise DataFileError(f"{path}: not a readable TIFF ({e}). Fix: replace the file.") from e
+    return None
+
+
+def field_stem(path: str | Path) -> str:
+    """The name of a field from its file: ``field.ome.tif`` -> ``field``, ``a.zarr`` -> ``a``."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def pixel_size_for(name: str, inputs: Sequence[str | Path]) -> PixelSize | None:
+    """The pixel size of the field called `name` among the `inputs` (files or folders).
+
+    The input whose `field_stem` is `name` decides; a field made of several files (one per
+    channel) takes the size they all agree on.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir() and item.suffix.lower() != ".zarr":
+            paths += sorted(p for p in item.iterdir() if p.is_file())
+        else:
+            paths.append(item)
+    sizes: dict[str, PixelSize | None] = {}
+    for p in paths:
+        try:
+            sizes[field_stem(p)] = pixel_size(p)
+        except (DataFileError, InputError, OSError):
+            sizes[field_stem(p)] = None
+    name = field_stem(name)
+    if name in sizes:
+        return sizes[name]
+    found = set(sizes.values())
+    return found.pop() if len(found) == 1 else None
