@@ -227,7 +227,11 @@ def stain_mosaic(
         output: the ``.zarr`` image to write (NGFF 0.4, channels ``<target>_prediction`` and
             ``<target>_std``, the input's pixel size), written atomically.
         position: the field of a plate, instead of the ``::`` suffix.
-        samples, tile_size, overlap, tta, batch_size: as in `vsgan.inference.stain.stain`.
+        samples: Monte-Carlo samples, as in `vsgan.inference.stain.stain`.
+        tile_size: tile side, as in `stain`.
+        overlap: tile overlap, as in `stain`.
+        tta: test-time augmentation, as in `stain`.
+        batch_size: images per generator call, as in `stain`.
         overwrite: replace an existing `output`.
         progress: show a progress bar over tiles.
 

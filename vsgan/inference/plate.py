@@ -141,7 +141,10 @@ def predict_plate(
         source: the input HCS OME-Zarr plate.
         output: the output plate folder (created by the first shard to get there).
         shard: (i, n): stain the i-th of n disjoint subsets of positions (`shard_positions`).
-        samples, tile_size, overlap, tta: as in `vsgan.inference.stain.stain`.
+        samples: Monte-Carlo samples, as in `vsgan.inference.stain.stain`.
+        tile_size: tile side, as in `stain`.
+        overlap: tile overlap, as in `stain`.
+        tta: test-time augmentation, as in `stain`.
         overwrite: replace an existing `output` made from other inputs or settings (an
             output from the same run is resumed, never replaced).
         progress: show a progress bar over positions.
