@@ -18,7 +18,8 @@ import vsgan
 from conftest import TINY, shared_data_dir
 from vsgan.data.normalize import Normalization
 from vsgan.errors import InputError
-from vsgan.inference.bioimageio import export_bioimageio, preset_package, processing_steps
+from vsgan.inference.bioimageio import export_bioimageio, processing_steps
+from vsgan.zoo.packages import preset_package
 
 PRESETS = ["isl-nuclei", "jurkat-dna"]
 

@@ -206,7 +206,8 @@ def cmd_export(args) -> None:
     elif fmt == "onnx":
         path = export.export_onnx(model, args.output, overwrite=args.overwrite)
     else:
-        from vsgan.inference.bioimageio import export_bioimageio, preset_package
+        from vsgan.inference.bioimageio import export_bioimageio
+        from vsgan.zoo.packages import preset_package
 
         extra = preset_package(args.model, args.data) if _is_preset(args.model) else {}
         path = export_bioimageio(model, args.output, overwrite=args.overwrite, **extra)
