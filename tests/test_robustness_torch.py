@@ -235,10 +235,7 @@ CASES = [
     ("two-pickles", lambda t: _two_pickles(t), "expected 1"),
     (
         "legacy-pre-1.6-format",
-        lambda t: (
-            (t / "old.pth").write_bytes(PROTO + i(0x1950A86A20F9469CFC6C) + b"." + bytes(100))
-            or t / "old.pth"
-        ),
+        lambda t: _file(t / "old.pth", PROTO + i(0x1950A86A20F9469CFC6C) + b"." + bytes(100)),
         "torch.save(torch.load(",
     ),
 ]
