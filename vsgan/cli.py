@@ -17,10 +17,12 @@ from pathlib import Path
 from vsgan.errors import VsganError
 
 
-def _model(name: str):
+def _model(name: str, archive: str | None = None):
     from vsgan.zoo import load_pretrained
 
-    return load_pretrained(name)
+    if archive is None:
+        return load_pretrained(name)
+    return load_pretrained(name, archive=archive)  # archive presets (a549) only
 
 
 def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
@@ -60,7 +62,7 @@ def cmd_predict(args) -> None:
     from vsgan.inference.stain import read_fields, stain
     from vsgan.io.writers import write_stain
 
-    model = _model(args.model)
+    model = _model(args.model, getattr(args, "archive", None))
     _fresh_output(Path(args.output), args.overwrite, create=False)
     fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
@@ -91,7 +93,7 @@ def cmd_predict(args) -> None:
 def cmd_evaluate(args) -> None:
     from vsgan.evaluation.report import evaluate_dataset, print_table
 
-    model = _model(args.model)
+    model = _model(args.model, getattr(args, "archive", None))
     out = _fresh_output(Path(args.output), args.overwrite)
     rows = evaluate_dataset(
         model,
@@ -109,7 +111,7 @@ def cmd_evaluate(args) -> None:
 
 # ----------------------------------------------------------------------- export / convert
 def cmd_export(args) -> None:
-    model = _model(args.model)
+    model = _model(args.model, getattr(args, "archive", None))
     from vsgan.inference import export
 
     if args.format == "saved_model":
@@ -127,6 +129,8 @@ def cmd_convert(args) -> None:
         for k in ("in_channels", "out_channels", "ngf", "n_downsample", "n_blocks", "dropout")
         if getattr(args, k) is not None
     }
+    if args.discriminator:
+        config["discriminator"] = args.discriminator
     path = convert_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite, **config)
     print(f"converted: {path}")
 
@@ -197,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="preset name or .keras file")
     p.add_argument("inputs", nargs="+", help="images (TIFF, PNG, NPY, HDF5), folders or .zarr")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("--samples", type=int, default=1, help="Monte-Carlo dropout samples")
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
@@ -212,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="isl-condition-b, mlcp-jurkat, or a PairedDataset JSON spec")
     p.add_argument("--data", help="dataset folder (default: $VSGAN_DATA)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("-o", "--output", required=True, help="folder for CSV, JSON and figures")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--tile-size", type=int, dest="tile_size")
@@ -223,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="preset name or .keras file")
     p.add_argument("output", help="SavedModel folder or .onnx file")
     p.add_argument("--format", choices=["saved_model", "onnx"], default="saved_model")
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
 
@@ -232,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("in-channels", "out-channels", "ngf", "n-downsample", "n-blocks"):
         p.add_argument(f"--{flag}", type=int, dest=flag.replace("-", "_"))
     p.add_argument("--dropout", type=float)
+    p.add_argument("--discriminator", help="latest_net_D.pth (optional; else a fresh one)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
 

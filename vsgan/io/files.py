@@ -49,6 +49,12 @@ def fsync(path: str | os.PathLike) -> None:
         os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
     """Raises `VsganError` if `path` exists and `overwrite` is false."""
     if os.path.lexists(path) and not overwrite:
@@ -88,6 +94,9 @@ def atomic_path(
         os.close(fd)
         tmp = Path(name)
     try:
+        # mkstemp / mkdtemp create 0600 / 0700; a result gets the permissions of any file
+        # the user writes (0666 / 0777 less the umask), as it would without the rename.
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
         yield tmp
         if folder:
             _replace_folder(tmp, path)
