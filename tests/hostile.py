@@ -127,6 +127,10 @@ try:
         from vsgan.zoo.torch_checkpoint import load_torch_state_dict
         out = load_torch_state_dict(sys.argv[3])
         print(json.dumps({"ok": {k: list(v.shape) for k, v in out.items()}}))
+    elif call == "read_image":
+        from vsgan.io.readers import read_image
+        out = read_image(sys.argv[3], **json.loads(sys.argv[4]))
+        print(json.dumps({"ok": [list(out.shape), out.dtype.name, float(out.max())]}))
     else:
         from vsgan.zoo.pix2pixhd import from_pix2pixhd
         kw = json.loads(sys.argv[4])

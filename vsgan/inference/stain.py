@@ -96,13 +96,28 @@ def _axis_grid(length: int, tile: int, overlap: int, multiple: int):
 def _resolve_tiling(tile_size, overlap, multiple: int) -> tuple[int, int]:
     if tile_size is None:
         tile_size = DEFAULT_TILE_SIZE
-    if int(tile_size) != tile_size or tile_size < 1:
-        raise InputError(f"tile_size={tile_size!r}: give a positive number of pixels, e.g. 512.")
+    if (
+        isinstance(tile_size, bool)
+        or not isinstance(tile_size, int | np.integer | float)
+        or not math.isfinite(tile_size)
+        or int(tile_size) != tile_size
+        or tile_size < 1
+        or tile_size > 2**20
+    ):
+        raise InputError(
+            f"tile_size={tile_size!r}: give a whole number of pixels up to 2**20, e.g. 512."
+        )
     # Tiles must be whole multiples of the network stride so nothing is padded inside them.
     tile = math.ceil(int(tile_size) / multiple) * multiple
     if overlap is None:
         overlap = tile // 4
-    if int(overlap) != overlap or not 0 <= overlap < tile:
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, int | np.integer | float)
+        or not math.isfinite(overlap)
+        or int(overlap) != overlap
+        or not 0 <= overlap < tile
+    ):
         raise InputError(
             f"overlap={overlap!r} must be a whole number of pixels in [0, tile_size={tile}); "
             f"the default is a quarter tile ({tile // 4})."
@@ -208,7 +223,18 @@ def _validate(image, in_channels: int) -> np.ndarray:
         raise InputError(
             "image holds NaN or Inf pixels; replace them (e.g. np.nan_to_num) before staining."
         )
+    _float32_range(x)
     return x
+
+
+def _float32_range(x: np.ndarray) -> None:
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        top = float(np.abs(x).max())
+        if top > float(np.finfo(np.float32).max):
+            raise InputError(
+                f"image holds values up to {top:.3g}, beyond float32's range in which the "
+                "model computes. Fix: rescale the image (e.g. divide by a constant)."
+            )
 
 
 def check_batch(model, x) -> np.ndarray:
@@ -228,6 +254,8 @@ def check_batch(model, x) -> np.ndarray:
         )
     if min(x.shape[1:3]) < 1:
         raise InputError(f"Input shape {x.shape} is empty: pass an image with pixels.")
+    if np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all():
+        _float32_range(x)
     x = x.astype("float32", copy=False)
     if not np.isfinite(x).all():
         raise InputError("Input holds NaN or Inf pixels: replace or mask them first.")
