@@ -26,13 +26,30 @@ def _model(name: str, archive: str | None = None):
 
 
 def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
-    if path.exists() and any(path.iterdir() if path.is_dir() else [path]) and not overwrite:
+    # `.tmp-*` are vsgan's own leftovers of a killed write: they never make a folder "used".
+    used = [p for p in (path.iterdir() if path.is_dir() else [path]) if p.name[:5] != ".tmp-"]
+    if path.exists() and used and not overwrite:
         raise VsganError(f"{path} exists and is not empty: pass --overwrite or choose another -o.")
     if path.exists() and not path.is_dir():
         raise VsganError(f"{path} is a file: give a folder for the outputs.")
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _separate_output(output: Path, inputs: list[str]) -> None:
+    """Refuses an output folder that is, or holds, an input folder (outputs would be re-read
+    as inputs, or mixed with them)."""
+    out = output.resolve()
+    for item in map(Path, inputs):
+        where = item.resolve()
+        folder = where if where.is_dir() and where.suffix != ".zarr" else where.parent
+        if out == folder or folder.is_relative_to(out):
+            raise VsganError(
+                f"-o {output} is (or contains) the input folder {folder}: the predictions "
+                "would be read back as inputs by the next run. Fix: choose an output folder "
+                "outside the inputs, e.g. a sibling folder."
+            )
 
 
 # ------------------------------------------------------------------------------------ train
@@ -50,7 +67,14 @@ def cmd_train(args) -> None:
         precision=args.precision,
         deterministic=args.deterministic or None,
     )
-    train(recipe, args.out, args.data, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
+    train(
+        recipe,
+        args.out,
+        args.data,
+        overwrite=args.overwrite,
+        force_resume=args.force_resume,
+        verbose=2 if args.quiet else 1,
+    )
     print(f"trained model: {Path(args.out) / 'model.keras'}")
 
 
@@ -63,6 +87,7 @@ def cmd_predict(args) -> None:
     from vsgan.io.writers import write_stain
 
     model = _model(args.model, getattr(args, "archive", None))
+    _separate_output(Path(args.output), args.inputs)
     _fresh_output(Path(args.output), args.overwrite, create=False)
     fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
@@ -193,7 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="bit-reproducible (also when killed and resumed); slower on GPU",
     )
-    p.add_argument("--overwrite", action="store_true", help="restart a finished run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again (removes only what vsgan wrote)"
+    )
+    p.add_argument(
+        "--force-resume",
+        action="store_true",
+        dest="force_resume",
+        help="resume even if the saved recipe.json differs (dataset, seed, patch size...)",
+    )
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
 

@@ -358,15 +358,45 @@ def read_fields(inputs: list[str], model) -> list[tuple[str, np.ndarray]]:
         name = os.path.commonprefix([p.stem for p, _ in images]).rstrip("_-") or "field"
         fields = [(name, np.concatenate([img for _, img in images], axis=-1))]
     else:
-        fields = [
-            (p.name[: -len(".zarr")] if p.suffix == ".zarr" else p.stem, img) for p, img in images
-        ]
+        fields = list(zip(output_names([p for p, _ in images]), [img for _, img in images]))
     for name, raw in fields:
         try:
             _validate(raw, in_channels)
         except InputError as error:
             raise InputError(f"{name}: {error}") from None
     return fields
+
+
+def output_names(paths: list) -> list[str]:
+    """One distinct output name per input path: its stem, else `<folder>_<stem>`, etc.
+
+    Two inputs with one file name (`a/img.tif`, `b/img.tif`) or one stem (`img.tif`,
+    `img.png`) never share an output; `InputError` if no distinct name is found.
+    """
+    from collections import Counter
+
+    def stem(p):
+        return p.name[: -len(".zarr")] if p.suffix == ".zarr" else p.stem
+
+    candidates = [
+        lambda p: stem(p),
+        lambda p: f"{p.parent.name}_{stem(p)}",
+        lambda p: f"{p.parent.name}_{p.name.replace('.', '_')}",
+    ]
+    names = [stem(p) for p in paths]
+    for make in candidates[1:]:
+        counts = Counter(names)
+        if all(c == 1 for c in counts.values()):
+            break
+        names = [make(p) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    counts = Counter(names)
+    clash = [str(p) for p, n in zip(paths, names) if counts[n] > 1]
+    if clash:
+        raise InputError(
+            f"inputs {clash[:4]} would write outputs of the same name. Fix: predict them into "
+            "separate -o folders, or rename them."
+        )
+    return names
 
 
 class _Moments:

@@ -22,6 +22,13 @@ def _channels(mean: np.ndarray, std: np.ndarray | None, targets: list[str]):
     return out
 
 
+def _safe_name(name: str) -> str:
+    """A channel name as a file-name part: path separators and control characters become _."""
+    import re
+
+    return re.sub(r"[\\/\x00-\x1f:*?\"<>|]", "_", str(name)).strip(". ") or "channel"
+
+
 def write_tiff(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False) -> Path:
     """Writes a 2-D float32 image as TIFF, atomically."""
     import tifffile
@@ -85,6 +92,13 @@ def write_stain(
     if len(targets) != result.mean.shape[-1]:
         raise InputError(f"{len(targets)} names for {result.mean.shape[-1]} stain channels.")
     channels = _channels(result.mean, result.std, list(targets))
+    names = [_safe_name(name) for name, _ in channels]
+    if len(set(names)) != len(names):
+        raise InputError(
+            f"output channel names {list(targets)} repeat (after making them file names): "
+            "their files would overwrite each other. Fix: give every output channel its own "
+            "name (output_channels=[...])."
+        )
     stem = Path(stem)
     if fmt == "zarr":
         return [write_ome_zarr(stem.with_name(stem.name + ".zarr"), channels, overwrite)]
@@ -92,5 +106,5 @@ def write_stain(
         raise InputError(f"format {fmt!r} is not supported: use 'tiff' or 'zarr'.")
     return [
         write_tiff(stem.with_name(f"{stem.name}_{name}.tif"), image, overwrite)
-        for name, image in channels
+        for name, (_, image) in zip(names, channels)
     ]

@@ -200,6 +200,11 @@ class Pix2PixHD(keras.Model):
                 raise InputError(f"{arg}={value!r}: give a positive number of channels.")
         input_channels = list(input_channels or [f"input{i}" for i in range(in_channels)])
         output_channels = list(output_channels or [f"stain{i}" for i in range(out_channels)])
+        if len(set(map(str, output_channels))) != len(output_channels):
+            raise InputError(
+                f"output_channels {output_channels} repeat a name: each stain is written and "
+                "matched by its name. Fix: give every output channel its own name."
+            )
         if len(input_channels) != in_channels or len(output_channels) != out_channels:
             raise InputError(
                 f"{len(input_channels)} input and {len(output_channels)} output channel names "
