@@ -104,14 +104,28 @@ def atomic_path(
             fsync(tmp)
             os.replace(tmp, path)
     except OSError as error:
-        if error.filename is None and error.errno is not None:
-            raise OSError(error.errno, f"{error.strerror} while writing {path}") from error
+        # A full disk often reports only byte counts ("4096 requested and 956 written"):
+        # the message must name the file the user asked for.
+        if str(path) not in str(error):
+            raise _naming(error, path) from error
         raise
     finally:
         if folder:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same kind of error, its message naming `path`."""
+    if error.errno is not None:
+        args = (error.errno, f"{error.strerror or error} while writing {path}", str(path))
+    else:
+        args = (f"{error} (while writing {path})",)
+    try:
+        return type(error)(*args)
+    except Exception:  # a subclass with another constructor
+        return OSError(*args)
 
 
 def _replace_folder(tmp: Path, path: Path) -> None:
