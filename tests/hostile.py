@@ -156,3 +156,16 @@ def run_limited(path: Path, call: str = "state_dict", memory: int = 1 << 30, tim
     )  # fmt: skip
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_state_dict(path: Path, arrays: dict) -> Path:
+    """A torch-format checkpoint of float32 numpy arrays (one storage each)."""
+    import numpy as np
+
+    items, storages = {}, {}
+    for k, (name, arr) in enumerate(arrays.items()):
+        arr = np.ascontiguousarray(arr, "<f4")
+        strides = [s // 4 for s in arr.strides] if arr.ndim else []
+        items[name] = tensor(str(k), arr.size, tuple(arr.shape), tuple(strides))
+        storages[str(k)] = arr.tobytes()
+    return checkpoint(path, state_dict(**items), storages)

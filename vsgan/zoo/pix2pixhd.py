@@ -412,7 +412,10 @@ def _bound_architecture(config: dict[str, Any], stored: int, discriminator: bool
     for key, limit in _LIMITS.items():
         value = c.get(key)
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ModelFileError(f"{key}={value!r}: give a whole number (from 0 to {limit}).")
+            raise ModelFileError(
+                f"{key}={value!r} is not a whole number. Fix: give a whole number from 0 to "
+                f"{limit}."
+            )
         low = 0 if key in ("n_downsample", "n_blocks", "n_local_enhancers") else 1
         if not low <= value <= limit:
             raise ModelFileError(
