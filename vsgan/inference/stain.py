@@ -153,6 +153,11 @@ def tile_grid(
     >>> tile_grid(1000, 300, tile_size=512, multiple=16)
     TileGrid(tile_shape=(432, 304), padded_shape=(1000, 304), y_starts=(0, 284, 568), x_starts=(0,))
     """
+    height, width = _whole(height, "height"), _whole(width, "width")
+    multiple = _whole(multiple, "multiple")
+    for value, name in ((height, "height"), (width, "width")):
+        _at_most(value, name, 2**24)
+    _at_most(multiple, "multiple", 2**12)
     tile, overlap = _resolve_tiling(tile_size, overlap, multiple)
     th, hp, ys = _axis_grid(int(height), tile, overlap, multiple)
     tw, wp, xs = _axis_grid(int(width), tile, overlap, multiple)
@@ -270,6 +275,14 @@ def _whole(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+MAX_SAMPLES = 10_000  # Monte-Carlo samples per image: beyond, the std stops changing
+
+
+def _at_most(value: int, name: str, high: int) -> None:
+    if value > high:
+        raise InputError(f"{name}={value}: give at most {high}.")
+
+
 def _stochastic_pass(generator):
     """A traced `generator(x, training=True)` (dropout on), cached on the generator."""
     fn = getattr(generator, "_vsgan_stochastic_pass", None)
@@ -306,6 +319,7 @@ def sample(model, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
     """
     x = check_batch(model, x)
     n, batch_size = _whole(n, "n"), _whole(batch_size, "batch_size")
+    _at_most(n, "n", MAX_SAMPLES)
     stacked = np.concatenate([x] * n, axis=0)
     run = _stochastic_pass(model.generator)
     outs = [
@@ -464,6 +478,8 @@ def stain(
     ((100, 150, 1), (100, 150, 1))
     """
     samples, batch_size = _whole(samples, "samples"), _whole(batch_size, "batch_size")
+    _at_most(samples, "samples", MAX_SAMPLES)
+    _at_most(batch_size, "batch_size", 2**16)
     multiple = int(getattr(model, "multiple", 1) or 1)
     raw = _validate(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):

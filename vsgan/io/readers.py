@@ -59,10 +59,15 @@ def resolve_channels(
     """
     if channels is None:
         return list(range(n))
-    if isinstance(channels, (int, np.integer, str)):
+    if isinstance(channels, (int, np.integer, str)) or not isinstance(channels, Sequence):
         channels = [channels]
     out: list[int] = []
     for ch in channels:
+        if isinstance(ch, bool) or not isinstance(ch, int | np.integer | str):
+            raise InputError(
+                f"{where}: channel {ch!r} is neither an index nor a name. Fix: give channel "
+                "indices (0, 1, ...) or names, or a list of them."
+            )
         if isinstance(ch, (int, np.integer)):
             if not -n <= int(ch) < n:
                 raise InputError(
@@ -363,7 +368,11 @@ def read_image_with_names(
 
     Same arguments as `read_image`, without the channel selection.
     """
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int | np.integer)):
+        raise InputError(f"index={index!r}: give a whole number (an item of the stack).")
     if isinstance(source, np.ndarray):
+        if index is not None and not (source.ndim and -source.shape[0] <= index < source.shape[0]):
+            raise InputError(f"array: index {index} out of range for shape {source.shape}.")
         data = source if index is None else source[index]
         return _as_hwc(data, "array"), None
     path, inner = split_path(source)

@@ -60,6 +60,37 @@ def _build_generator(c: dict[str, Any]) -> keras.Model:
     return keras.Model(inputs, outputs, name="generator")
 
 
+# name -> (lowest, highest) whole value; beyond these no pix2pixHD model exists and the
+# layers would fail deep inside Keras (or allocate without end).
+_ARCHITECTURE_RANGES = {
+    "ngf": (1, 4096),
+    "n_downsample": (0, 10),
+    "n_blocks": (0, 256),
+    "n_local_enhancers": (0, 5),
+    "n_blocks_local": (0, 256),
+    "ndf": (1, 4096),
+    "num_d": (1, 10),
+    "n_layers_d": (1, 10),
+}
+
+
+def _check_architecture(**values) -> None:
+    for name, value in values.items():
+        if name in _ARCHITECTURE_RANGES:
+            low, high = _ARCHITECTURE_RANGES[name]
+            ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+            if not ok or not low <= value <= high:
+                raise InputError(f"{name}={value!r}: give a whole number from {low} to {high}.")
+            continue
+        ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+        ok = ok and np.isfinite(value) and value >= 0
+        if name == "dropout":
+            ok = ok and value < 1
+        if not ok:
+            limit = "in [0, 1)" if name == "dropout" else ">= 0"
+            raise InputError(f"{name}={value!r}: give a finite number {limit}.")
+
+
 class _StopOnNan(keras.callbacks.Callback):
     """`fit`'s own guard: the first NaN or Inf loss stops training, naming the step."""
 
@@ -194,7 +225,26 @@ class Pix2PixHD(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        losses._check(gan_loss)
+        try:
+            losses._check(gan_loss)
+        except ValueError as error:
+            raise InputError(f"{error} Fix: pick one of them.") from None
+        for arg, names in (
+            ("input_channels", input_channels),
+            ("output_channels", output_channels),
+        ):
+            if names is not None and (
+                isinstance(names, str | bytes)
+                or not isinstance(names, list | tuple)
+                or not all(isinstance(n, str) and n for n in names)
+            ):
+                raise InputError(f"{arg}={names!r}: give a list of channel names (strings).")
+        _check_architecture(
+            ngf=ngf, n_downsample=n_downsample, n_blocks=n_blocks,
+            n_local_enhancers=n_local_enhancers, n_blocks_local=n_blocks_local, ndf=ndf,
+            num_d=num_d, n_layers_d=n_layers_d, dropout=dropout, lambda_gan=lambda_gan,
+            lambda_feat=lambda_feat, lambda_l1=lambda_l1,
+        )  # fmt: skip
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int | np.integer) or value < 1:
                 raise InputError(f"{arg}={value!r}: give a positive number of channels.")
