@@ -120,3 +120,62 @@ def test_converted_keras_file_gets_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+# ----------------------------------------------------------------------------- a549
+def _swapped_archive(path):
+    import zipfile
+
+    from vsgan.zoo.a549 import A549_MEMBERS
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(FIXTURES / "global_dropout.pth", A549_MEMBERS["nuclei"])
+        zf.write(FIXTURES / "global_basic.pth", A549_MEMBERS["membrane"])
+    return path
+
+
+def test_a549_cache_is_keyed_by_the_archive(tmp_path):
+    from test_convert import TINY, build_a549_archive
+
+    from vsgan.zoo.a549 import load_a549
+
+    cache = tmp_path / "cache"
+    first = build_a549_archive(tmp_path / "first.zip")
+    second = _swapped_archive(tmp_path / "second.zip")
+    x = np.random.default_rng(0).random((1, 16, 16, 1)).astype(np.float32)
+    a = np.asarray(load_a549(archive=first, cache_dir=cache, config=TINY)(x))
+    b = np.asarray(load_a549(archive=second, cache_dir=cache, config=TINY)(x))
+    np.testing.assert_allclose(a[..., 0], b[..., 1], atol=1e-5)  # swapped, not the first
+    assert not np.allclose(a, b)
+    assert len(list(cache.glob("a549-*.keras"))) == 2
+    again = np.asarray(load_a549(archive=first, cache_dir=cache, config=TINY)(x))
+    np.testing.assert_array_equal(a, again)
+
+
+def test_a549_truncated_cache_is_converted_again_or_refused(tmp_path, monkeypatch):
+    import keras
+    from test_convert import TINY, build_a549_archive
+
+    from vsgan.zoo.a549 import load_a549
+
+    cache = tmp_path / "cache"
+    archive = build_a549_archive(tmp_path / "a.zip")
+    load_a549(archive=archive, cache_dir=cache, config=TINY)
+    (cached,) = cache.glob("a549-*.keras")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="damaged"):
+        model = load_a549(archive=archive, cache_dir=cache, config=TINY)
+    assert model.output_channels == ["nuclei", "membrane"]
+    assert cached.stat().st_size > 1000  # rewritten whole
+
+    cached.write_bytes(cached.read_bytes()[:1000])
+
+    def offline(*args, **kwargs):
+        raise Exception("no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with (
+        pytest.warns(UserWarning, match="damaged"),
+        pytest.raises(ModelFileError, match="archive="),
+    ):
+        load_a549(cache_dir=cache, config=TINY)  # archive gone, cache damaged, offline

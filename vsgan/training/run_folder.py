@@ -65,8 +65,8 @@ class RunFolder:
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
     >>> with RunFolder(out) as run:
     ...     _ = run.record("history.csv")
-    ...     (out / "history.csv").write_text("epoch\\n")
-    ...     (out / "notes.txt").write_text("mine")
+    ...     _ = (out / "history.csv").write_text("epoch")
+    ...     _ = (out / "notes.txt").write_text("mine")
     ...     removed = run.clear()
     >>> [p.name for p in removed], sorted(p.name for p in out.iterdir() if p.name[0] != ".")
     (['history.csv'], ['notes.txt'])
