@@ -105,7 +105,7 @@ def _resolve_tiling(tile_size, overlap, multiple: int) -> tuple[int, int]:
         or tile_size > 2**20
     ):
         raise InputError(
-            f"tile_size={tile_size!r}: give a whole number of pixels up to 2**20, e.g. 512."
+            f"tile_size={tile_size!r}: give a positive number of pixels up to 2**20, e.g. 512."
         )
     # Tiles must be whole multiples of the network stride so nothing is padded inside them.
     tile = math.ceil(int(tile_size) / multiple) * multiple

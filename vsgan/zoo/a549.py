@@ -142,7 +142,6 @@ def _extract_generators(archive: Path, into: Path) -> list[Path]:
         raise ModelFileError(f"Archive '{archive}' does not exist. " + _offline_help(archive))
     try:
         with zipfile.ZipFile(archive) as zf:
-            check_archive(zf, archive)  # flags, methods and sizes, before any member is read
             names = zf.namelist()
             paths = []
             for channel, suffix in A549_MEMBERS.items():
@@ -153,6 +152,7 @@ def _extract_generators(archive: Path, into: Path) -> list[Path]:
                         f"{channel} generator), expected 1: it is not the seed's "
                         f"{A549_ARCHIVE_NAME}. " + _offline_help(archive)
                     )
+                check_archive(zf, archive, only=found)  # flags, method, size: before reading
                 out = into / f"{channel}.pth"
                 with zf.open(found[0]) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)  # streamed, never whole in memory

@@ -202,12 +202,21 @@ def _refuse(path: Path | str, why: str, fix: str = _MODEL_FILE_FIX) -> ModelFile
 
 
 # ------------------------------------------------------------------- 1. the archive
-def check_archive(archive: zipfile.ZipFile, path: Path | str) -> None:
+def check_archive(
+    archive: zipfile.ZipFile, path: Path | str, only: list[str] | None = None
+) -> None:
     """Refuses a zip whose members cannot be read within bounded time and memory.
 
     Checked from the central directory only, before any member is decompressed.
+
+    Args:
+        archive: the open zip.
+        path: its path, for messages.
+        only: check just these members (e.g. two checkpoints inside a larger archive).
     """
     infos = archive.infolist()
+    if only is not None:
+        infos = [i for i in infos if i.filename in only]
     if len(infos) > MAX_MEMBERS:
         raise _refuse(path, f"the archive has {len(infos)} members (more than {MAX_MEMBERS})")
     total = 0
