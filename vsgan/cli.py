@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        data = getattr(args, "data", None)
+        if data is not None and not Path(data).exists():  # never a silent $VSGAN_DATA
+            raise VsganError(
+                f"--data {data}: no such file or folder (vsgan does not fall back to "
+                "$VSGAN_DATA when --data is given). Fix: check the path, or leave --data out."
+            )
         args.func(args)
     except (VsganError, OSError, MemoryError) as error:  # OSError: disk full, permissions
         if os.environ.get("VSGAN_DEBUG"):
