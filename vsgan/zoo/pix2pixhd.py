@@ -479,6 +479,11 @@ def from_pix2pixhd(
     _bound_architecture(settings, stored, d_state is not None)
     try:
         model = Pix2PixHD(**settings)
+    except MemoryError:
+        raise ModelFileError(
+            f"The model the checkpoint implies ({settings}) does not fit in memory. Fix: check "
+            "the file and the config; free memory for a genuinely large model."
+        ) from None
     except (TypeError, ValueError) as error:
         raise ModelFileError(
             f"The config {config} does not build a Pix2PixHD ({error}). Fix: give "
