@@ -80,7 +80,9 @@ def _check_architecture(**values) -> None:
             low, high = _ARCHITECTURE_RANGES[name]
             ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
             if not ok or not low <= value <= high:
-                raise InputError(f"{name}={value!r}: give a whole number from {low} to {high}.")
+                raise InputError(
+                    f"Pix2PixHD {name}={value!r}: give a whole number from {low} to {high}."
+                )
             continue
         ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
         ok = ok and np.isfinite(value) and value >= 0
@@ -88,7 +90,7 @@ def _check_architecture(**values) -> None:
             ok = ok and value < 1
         if not ok:
             limit = "in [0, 1)" if name == "dropout" else ">= 0"
-            raise InputError(f"{name}={value!r}: give a finite number {limit}.")
+            raise InputError(f"Pix2PixHD {name}={value!r}: give a finite number {limit}.")
 
 
 class _StopOnNan(keras.callbacks.Callback):

@@ -270,7 +270,8 @@ def load_a549(
     source = Path(archive) if archive is not None else None
     if source is not None and not source.is_file():
         raise ModelFileError(f"Archive '{source}' does not exist. " + _offline_help(source))
-    if source is None and (cache / A549_ARCHIVE_NAME).is_file():
+    if source is None and A549_SHA256 is None and (cache / A549_ARCHIVE_NAME).is_file():
+        # (with a recorded sha256, `_download` checks the cached archive first)
         source = cache / A549_ARCHIVE_NAME
     if source is not None:
         digest = _archive_sha256(source, index)
