@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import vsgan
 import vsgan.data
+import vsgan.models  # noqa: F401  (registers Pix2PixHD for keras.models.load_model)
 from vsgan import cli
 from vsgan.errors import VsganError
 from vsgan.training.callbacks import (
