@@ -125,10 +125,13 @@ class _StopOnNan(keras.callbacks.Callback):
 class _CountEpochs(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
-        self.epochs = 0
+        self.epochs = self.steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
 
 
 def _check_fit_data(x, y) -> None:
@@ -450,9 +453,12 @@ class Pix2PixHD(keras.Model):
             updates.append((self.d_optimizer, d_tape.gradient(d_loss, d_vars), d_vars))
         updates.append((self.g_optimizer, g_tape.gradient(g_loss, g_vars), g_vars))
         finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values.values()]
+        # Loss-scaled (float16) gradients overflow by design: LossScaleOptimizer skips those
+        # steps and lowers its scale itself, so only the losses are checked there.
         finite += [
             tf.reduce_all(tf.math.is_finite(g))
-            for _, grads, _ in updates
+            for opt, grads, _ in updates
+            if not isinstance(opt, keras.optimizers.LossScaleOptimizer)
             for g in grads
             if g is not None
         ]
@@ -493,11 +499,9 @@ class Pix2PixHD(keras.Model):
             callbacks.append(_StopOnNan())
         counter = _CountEpochs()
         callbacks.append(counter)
-        before = int(self.g_optimizer.iterations.numpy()) if self.g_optimizer else 0
         history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        trained = int(self.g_optimizer.iterations.numpy()) - before if self.g_optimizer else 0
         # No epoch begun: a resumed run that had already finished (BackupAndRestore).
-        if trained == 0 and counter.epochs and not self.stop_training:
+        if counter.steps == 0 and counter.epochs and not self.stop_training:
             raise InputError(
                 "fit trained 0 steps: the data yields no batch (an empty dataset, or fewer "
                 "examples than one batch with drop_remainder). Fix: give more data, a smaller "
