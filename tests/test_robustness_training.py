@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import vsgan
 import vsgan.data
+import vsgan.models  # noqa: F401  (registers Pix2PixHD for keras.models.load_model)
 from vsgan import cli
 from vsgan.errors import VsganError
 from vsgan.training.callbacks import (
@@ -59,6 +60,40 @@ def _history_epochs(run: Path) -> list[int]:
     return [int(line.split(",")[0]) for line in lines]
 
 
+# `python -c STALL_AT_EPOCH_2 MARKER train ...`: vsgan's CLI whose fit, at step 3 of the
+# second epoch, writes MARKER and waits forever (until the test kills it).
+STALL_AT_EPOCH_2 = r"""
+import pathlib, sys, threading
+import keras
+from vsgan.models.pix2pixhd import Pix2PixHD
+marker = pathlib.Path(sys.argv.pop(1))
+
+class Stall(keras.callbacks.Callback):
+    epoch = 0
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch >= 1 and batch >= 2:
+            marker.write_text(str(self.epoch))
+            threading.Event().wait()
+
+fit = Pix2PixHD.fit
+def stalling_fit(self, *args, callbacks=None, **kwargs):
+    return fit(self, *args, callbacks=[*(callbacks or []), Stall()], **kwargs)
+Pix2PixHD.fit = stalling_fit
+from vsgan.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def proc_wait(proc, seconds):
+    """Waits up to `seconds` for `proc` to end (a bounded poll, not a guessed delay)."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     config = tmp_path / "recipe.json"
     recipe = {**TINY_RECIPE, "epochs": 3, "niter": 2, "niter_decay": 1, "deterministic": True}
@@ -71,19 +106,21 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
     run = tmp_path / "killed"
+    marker = tmp_path / "stalled"
+    # The child stalls itself at step 3 of epoch 2 and says so in a marker file: the kill
+    # lands mid-epoch by construction, not after a guessed delay.
     proc = subprocess.Popen(
-        _train_command(config, run),
+        [sys.executable, "-c", STALL_AT_EPOCH_2, str(marker), *_train_command(config, run)[3:]],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     committed = run / "backup" / "training_metadata.json"
-    deadline = time.monotonic() + 180
-    while not committed.exists():
-        assert proc.poll() is None, "training ended before its first epoch was backed up"
-        assert time.monotonic() < deadline, "no backup after 180 s"
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the second epoch (about a second each)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, "training ended before it reached epoch 2"
+        assert time.monotonic() < deadline, "epoch 2 not reached after 300 s"
+        proc_wait(proc, 0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = json.loads(committed.read_text())["epoch"]

@@ -17,20 +17,39 @@ from pathlib import Path
 from vsgan.errors import VsganError
 
 
-def _model(name: str):
+def _model(name: str, archive: str | None = None):
     from vsgan.zoo import load_pretrained
 
-    return load_pretrained(name)
+    if archive is None:
+        return load_pretrained(name)
+    return load_pretrained(name, archive=archive)  # archive presets (a549) only
 
 
 def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
-    if path.exists() and any(path.iterdir() if path.is_dir() else [path]) and not overwrite:
+    # `.tmp-*` are vsgan's own leftovers of a killed write: they never make a folder "used".
+    used = [p for p in (path.iterdir() if path.is_dir() else [path]) if p.name[:5] != ".tmp-"]
+    if path.exists() and used and not overwrite:
         raise VsganError(f"{path} exists and is not empty: pass --overwrite or choose another -o.")
     if path.exists() and not path.is_dir():
         raise VsganError(f"{path} is a file: give a folder for the outputs.")
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _separate_output(output: Path, inputs: list[str]) -> None:
+    """Refuses an output folder that is, or holds, an input folder (outputs would be re-read
+    as inputs, or mixed with them)."""
+    out = output.resolve()
+    for item in map(Path, inputs):
+        where = item.resolve()
+        folder = where if where.is_dir() and where.suffix != ".zarr" else where.parent
+        if out == folder or folder.is_relative_to(out):
+            raise VsganError(
+                f"-o {output} is (or contains) the input folder {folder}: the predictions "
+                "would be read back as inputs by the next run. Fix: choose an output folder "
+                "outside the inputs, e.g. a sibling folder."
+            )
 
 
 # ------------------------------------------------------------------------------------ train
@@ -53,6 +72,7 @@ def cmd_train(args) -> None:
         args.out,
         args.data,
         overwrite=args.overwrite,
+        force_resume=args.force_resume,
         verbose=2 if args.quiet else 1,
         strategy=args.strategy,
     )
@@ -67,7 +87,7 @@ def _predict_plate(args) -> None:
         raise VsganError("an HCS plate in gives an OME-Zarr plate out: drop --format tiff.")
     shard = parse_shard(args.shard)
     done = predict_plate(
-        _model(args.model),
+        _model(args.model, args.archive),
         args.inputs[0],
         args.output,
         shard=shard,
@@ -94,7 +114,7 @@ def _predict_mosaics(args) -> None:
 
     if args.format == "tiff" or args.figure:
         raise VsganError("--mosaic writes OME-Zarr only: drop --format tiff and --figure.")
-    model = _model(args.model)
+    model = _model(args.model, args.archive)
     out = _fresh_output(Path(args.output), args.overwrite)
     for source in args.inputs:
         path, inner = split_path(source)
@@ -130,7 +150,8 @@ def cmd_predict(args) -> None:
     from vsgan.io.readers import field_stem, pixel_size_for
     from vsgan.io.writers import write_stain
 
-    model = _model(args.model)
+    model = _model(args.model, getattr(args, "archive", None))
+    _separate_output(Path(args.output), args.inputs)
     _fresh_output(Path(args.output), args.overwrite, create=False)
     fields = read_fields(args.inputs, model)  # every input checked before anything is written
     out = _fresh_output(Path(args.output), args.overwrite)
@@ -177,7 +198,7 @@ def cmd_predict(args) -> None:
 def cmd_evaluate(args) -> None:
     from vsgan.evaluation.report import evaluate_dataset, print_table
 
-    model = _model(args.model)
+    model = _model(args.model, getattr(args, "archive", None))
     out = _fresh_output(Path(args.output), args.overwrite)
     rows = evaluate_dataset(
         model,
@@ -200,7 +221,7 @@ def cmd_export(args) -> None:
     fmt = args.format or _export_format(args.output)
     if fmt != "saved_model":  # before loading the model: a missing extra fails fast
         export.require_extra(fmt, f"vsgan export --format {fmt}")
-    model = _model(args.model)
+    model = _model(args.model, args.archive)
     if fmt == "saved_model":
         path = export.export_generator(model, args.output, overwrite=args.overwrite)
     elif fmt == "onnx":
@@ -233,6 +254,8 @@ def cmd_convert(args) -> None:
         for k in ("in_channels", "out_channels", "ngf", "n_downsample", "n_blocks", "dropout")
         if getattr(args, k) is not None
     }
+    if args.discriminator:
+        config["discriminator"] = args.discriminator
     path = convert_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite, **config)
     print(f"converted: {path}")
 
@@ -302,7 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="tf.distribute: mirrored = this machine's GPUs; multiworker = the machines in "
         "TF_CONFIG, same command on each (see examples/multi_node_train.sh)",
     )
-    p.add_argument("--overwrite", action="store_true", help="restart a finished run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again (removes only what vsgan wrote)"
+    )
+    p.add_argument(
+        "--force-resume",
+        action="store_true",
+        dest="force_resume",
+        help="resume even if the saved recipe.json differs (dataset, seed, patch size...)",
+    )
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
 
@@ -323,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the calibrated interval at this coverage, e.g. 0.9 "
         "(<target>_lower90, <target>_upper90)",
     )
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
     p.add_argument("--tta", action="store_true", help="average flips and rotations")
@@ -351,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="isl-condition-b, mlcp-jurkat, or a PairedDataset JSON spec")
     p.add_argument("--data", help="dataset folder (default: $VSGAN_DATA)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("-o", "--output", required=True, help="folder for CSV, JSON and figures")
     p.add_argument(
         "--samples",
@@ -372,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: from the output's suffix (.onnx, .zip), else saved_model",
     )
     p.add_argument("--data", help="bioimageio: folder of the preset's dataset for the test tensors")
+    p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
 
@@ -381,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("in-channels", "out-channels", "ngf", "n-downsample", "n-blocks"):
         p.add_argument(f"--{flag}", type=int, dest=flag.replace("-", "_"))
     p.add_argument("--dropout", type=float)
+    p.add_argument("--discriminator", help="latest_net_D.pth (optional; else a fresh one)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
 
@@ -400,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        data = getattr(args, "data", None)
+        if data is not None and not Path(data).exists():  # never a silent $VSGAN_DATA
+            raise VsganError(
+                f"--data {data}: no such file or folder (vsgan does not fall back to "
+                "$VSGAN_DATA when --data is given). Fix: check the path, or leave --data out."
+            )
         args.func(args)
     except (VsganError, OSError, MemoryError) as error:  # OSError: disk full, permissions
         if os.environ.get("VSGAN_DEBUG"):

@@ -21,6 +21,10 @@ class ChecksumError(ModelFileError):
     """A downloaded or bundled file does not match its recorded sha256."""
 
 
+class TrainingDiverged(VsganError, RuntimeError):
+    """A loss became NaN or Inf (the step's update is skipped, then training stops)."""
+
+
 class UnknownPresetError(VsganError, KeyError):
     """A preset name is not in the registry."""
 

@@ -121,13 +121,28 @@ def _axis_grid(length: int, tile: int, overlap: int, multiple: int):
 def _resolve_tiling(tile_size, overlap, multiple: int) -> tuple[int, int]:
     if tile_size is None:
         tile_size = DEFAULT_TILE_SIZE
-    if int(tile_size) != tile_size or tile_size < 1:
-        raise InputError(f"tile_size={tile_size!r}: give a positive number of pixels, e.g. 512.")
+    if (
+        isinstance(tile_size, bool)
+        or not isinstance(tile_size, int | np.integer | float)
+        or not math.isfinite(tile_size)
+        or int(tile_size) != tile_size
+        or tile_size < 1
+        or tile_size > 2**20
+    ):
+        raise InputError(
+            f"tile_size={tile_size!r}: give a positive number of pixels up to 2**20, e.g. 512."
+        )
     # Tiles must be whole multiples of the network stride so nothing is padded inside them.
     tile = math.ceil(int(tile_size) / multiple) * multiple
     if overlap is None:
         overlap = tile // 4
-    if int(overlap) != overlap or not 0 <= overlap < tile:
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, int | np.integer | float)
+        or not math.isfinite(overlap)
+        or int(overlap) != overlap
+        or not 0 <= overlap < tile
+    ):
         raise InputError(
             f"overlap={overlap!r} must be a whole number of pixels in [0, tile_size={tile}); "
             f"the default is a quarter tile ({tile // 4})."
@@ -163,6 +178,11 @@ def tile_grid(
     >>> tile_grid(1000, 300, tile_size=512, multiple=16)
     TileGrid(tile_shape=(432, 304), padded_shape=(1000, 304), y_starts=(0, 284, 568), x_starts=(0,))
     """
+    height, width = _whole(height, "height"), _whole(width, "width")
+    multiple = _whole(multiple, "multiple")
+    for value, name in ((height, "height"), (width, "width")):
+        _at_most(value, name, 2**24)
+    _at_most(multiple, "multiple", 2**12)
     tile, overlap = _resolve_tiling(tile_size, overlap, multiple)
     th, hp, ys = _axis_grid(int(height), tile, overlap, multiple)
     tw, wp, xs = _axis_grid(int(width), tile, overlap, multiple)
@@ -253,7 +273,18 @@ def check_field(image, in_channels: int, *, batch: bool = False) -> np.ndarray:
         raise InputError(
             "image holds NaN or Inf pixels; replace them (e.g. np.nan_to_num) before staining."
         )
+    _float32_range(x)
     return x
+
+
+def _float32_range(x: np.ndarray) -> None:
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        top = float(np.abs(x).max())
+        if top > float(np.finfo(np.float32).max):
+            raise InputError(
+                f"image holds values up to {top:.3g}, beyond float32's range in which the "
+                "model computes. Fix: rescale the image (e.g. divide by a constant)."
+            )
 
 
 def check_batch(model, x) -> np.ndarray:
@@ -267,6 +298,14 @@ def _whole(value, name: str, minimum: int = 1) -> int:
     if not (math.isfinite(value) and int(value) == value and value >= minimum):
         raise InputError(f"{name}={value!r}: give a whole number >= {minimum}.")
     return int(value)
+
+
+MAX_SAMPLES = 10_000  # Monte-Carlo samples per image: beyond, the std stops changing
+
+
+def _at_most(value: int, name: str, high: int) -> None:
+    if value > high:
+        raise InputError(f"{name}={value}: give at most {high}.")
 
 
 def _stochastic_pass(generator):
@@ -305,6 +344,7 @@ def sample(model, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
     """
     x = check_batch(model, x)
     n, batch_size = _whole(n, "n"), _whole(batch_size, "batch_size")
+    _at_most(n, "n", MAX_SAMPLES)
     stacked = np.concatenate([x] * n, axis=0)
     run = _stochastic_pass(model.generator)
     outs = [
@@ -357,15 +397,45 @@ def read_fields(inputs: list[str], model) -> list[tuple[str, np.ndarray]]:
         name = os.path.commonprefix([p.stem for p, _ in images]).rstrip("_-") or "field"
         fields = [(name, np.concatenate([img for _, img in images], axis=-1))]
     else:
-        fields = [
-            (p.name[: -len(".zarr")] if p.suffix == ".zarr" else p.stem, img) for p, img in images
-        ]
+        fields = list(zip(output_names([p for p, _ in images]), [img for _, img in images]))
     for name, raw in fields:
         try:
             check_field(raw, in_channels)
         except InputError as error:
             raise InputError(f"{name}: {error}") from None
     return fields
+
+
+def output_names(paths: list) -> list[str]:
+    """One distinct output name per input path: its stem, else `<folder>_<stem>`, etc.
+
+    Two inputs with one file name (`a/img.tif`, `b/img.tif`) or one stem (`img.tif`,
+    `img.png`) never share an output; `InputError` if no distinct name is found.
+    """
+    from collections import Counter
+
+    def stem(p):
+        return p.name[: -len(".zarr")] if p.suffix == ".zarr" else p.stem
+
+    candidates = [
+        lambda p: stem(p),
+        lambda p: f"{p.parent.name}_{stem(p)}",
+        lambda p: f"{p.parent.name}_{p.name.replace('.', '_')}",
+    ]
+    names = [stem(p) for p in paths]
+    for make in candidates[1:]:
+        counts = Counter(names)
+        if all(c == 1 for c in counts.values()):
+            break
+        names = [make(p) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    counts = Counter(names)
+    clash = [str(p) for p, n in zip(paths, names) if counts[n] > 1]
+    if clash:
+        raise InputError(
+            f"inputs {clash[:4]} would write outputs of the same name. Fix: predict them into "
+            "separate -o folders, or rename them."
+        )
+    return names
 
 
 class _Moments:
@@ -436,6 +506,8 @@ def stain(
     ((100, 150, 1), (100, 150, 1))
     """
     samples, batch_size = _whole(samples, "samples"), _whole(batch_size, "batch_size")
+    _at_most(samples, "samples", MAX_SAMPLES)
+    _at_most(batch_size, "batch_size", 2**16)
     multiple = int(getattr(model, "multiple", 1) or 1)
     raw = check_field(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):

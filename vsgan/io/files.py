@@ -49,6 +49,12 @@ def fsync(path: str | os.PathLike) -> None:
         os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
     """Raises `VsganError` if `path` exists and `overwrite` is false."""
     if os.path.lexists(path) and not overwrite:
@@ -88,6 +94,9 @@ def atomic_path(
         os.close(fd)
         tmp = Path(name)
     try:
+        # mkstemp / mkdtemp create 0600 / 0700; a result gets the permissions of any file
+        # the user writes (0666 / 0777 less the umask), as it would without the rename.
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
         yield tmp
         if folder:
             _replace_folder(tmp, path)
@@ -95,14 +104,28 @@ def atomic_path(
             fsync(tmp)
             os.replace(tmp, path)
     except OSError as error:
-        if error.filename is None and error.errno is not None:
-            error.filename = str(path)  # "No space left on device: '<path>'", same type
+        # A full disk often reports only byte counts ("4096 requested and 956 written"):
+        # the message must name the file the user asked for.
+        if str(path) not in str(error):
+            raise _naming(error, path) from error
         raise
     finally:
         if folder:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same kind of error, its message naming `path`."""
+    if error.errno is not None:
+        args = (error.errno, f"{error.strerror or error} while writing {path}", str(path))
+    else:
+        args = (f"{error} (while writing {path})",)
+    try:
+        return type(error)(*args)
+    except Exception:  # a subclass with another constructor
+        return OSError(*args)
 
 
 def _replace_folder(tmp: Path, path: Path) -> None:

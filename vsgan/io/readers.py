@@ -12,6 +12,7 @@ other), so "Nucl" finds "Nuclei" and "Nuclei" finds "Nucl".
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,10 +63,15 @@ def resolve_channels(
     """
     if channels is None:
         return list(range(n))
-    if isinstance(channels, (int, np.integer, str)):
+    if isinstance(channels, (int, np.integer, str)) or not isinstance(channels, Sequence):
         channels = [channels]
     out: list[int] = []
     for ch in channels:
+        if isinstance(ch, bool) or not isinstance(ch, int | np.integer | str):
+            raise InputError(
+                f"{where}: channel {ch!r} is neither an index nor a name. Fix: give channel "
+                "indices (0, 1, ...) or names, or a list of them."
+            )
         if isinstance(ch, (int, np.integer)):
             if not -n <= int(ch) < n:
                 raise InputError(
@@ -119,13 +125,36 @@ def _as_hwc(arr: np.ndarray, where: str) -> np.ndarray:
     )
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _read_tiff(path: Path, series: str | None = None) -> tuple[np.ndarray, list[str] | None]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise DataFileError(f"{path}: TIFF holds no image series.")
-        series = tif.series[0]
+        if series is None and len(tif.series) > 1:
+            listed = ", ".join(
+                f"{i}: {s.name or 'unnamed'} {tuple(s.shape)}" for i, s in enumerate(tif.series[:8])
+            )
+            raise InputError(
+                f"{path}: holds {len(tif.series)} image series ({listed}"
+                f"{', ...' if len(tif.series) > 8 else ''}); vsgan does not guess which one. "
+                f"Fix: pick one as '{path}::<series index>', e.g. '{path}::0'."
+            )
+        index = 0
+        if series is not None:
+            try:
+                index = int(series)
+            except ValueError:
+                raise InputError(
+                    f"{path}::{series}: a TIFF series is chosen by its index 0..."
+                    f"{len(tif.series) - 1}, e.g. '{path}::0'."
+                ) from None
+            if not 0 <= index < len(tif.series):
+                raise InputError(
+                    f"{path}::{series}: no such series; the file has {len(tif.series)}. "
+                    f"Fix: give an index 0..{len(tif.series) - 1}."
+                )
+        series = tif.series[index]
         check_size(series.shape, series.dtype, path)
         data = series.asarray()
         axes = series.axes.upper()
@@ -143,9 +172,44 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, list[str] | None]:
     return data, names
 
 
+def _png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """(height, width, bit depth, colour type) from a PNG's IHDR, or None if not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return height, width, head[24], head[25]
+
+
+def _read_png16(path: Path, height: int, width: int, colour: int) -> np.ndarray:
+    """A 16-bit RGB, RGBA or gray+alpha PNG at full depth (pillow would cut it to 8 bits)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        raise DataFileError(
+            f"{path}: a 16-bit colour PNG needs the imagecodecs package to be read at full "
+            "depth. Fix: pip install imagecodecs (a vsgan dependency)."
+        ) from None
+    channels = {2: 3, 4: 2, 6: 4}[colour]
+    check_size((height, width, channels), np.uint16, path)
+    try:
+        data = imagecodecs.png_decode(path.read_bytes())
+    except Exception as e:  # imagecodecs raises its own error types on damaged files
+        raise DataFileError(
+            f"{path}: not a readable PNG ({type(e).__name__}: {e}). Fix: replace the file."
+        ) from None
+    if data.dtype != np.uint16 or data.shape[:2] != (height, width):
+        raise DataFileError(f"{path}: decoded as {data.dtype} {data.shape}, not its header's.")
+    return data
+
+
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    header = _png_header(path)
+    if header is not None and header[2] == 16 and header[3] in (2, 4, 6):
+        return _read_png16(path, header[0], header[1], header[3])
     try:
         with Image.open(path) as im:
             check_size((im.height, im.width, len(im.getbands())), np.uint16, path)
@@ -196,9 +260,10 @@ def read_hdf5(path: str | Path, dataset: str | None = None, index: int | None = 
                     f"{path}: holds datasets {keys}; name one as '{path}::name' or dataset='name'."
                 )
             dataset = keys[0]
+        _refuse_outside_links(f, dataset, path)
         if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
             raise InputError(f"{path}: no dataset {dataset!r}. Known datasets: {keys}.")
-        ds = f[dataset]
+        ds = _open_confined(f, dataset, path)
         if ds.size == 0:
             raise DataFileError(f"{path}::{dataset} is empty (shape {ds.shape}).")
         if index is not None and not (ds.ndim and -ds.shape[0] <= index < ds.shape[0]):
@@ -221,6 +286,80 @@ def read_hdf5(path: str | Path, dataset: str | None = None, index: int | None = 
             ) from None
 
 
+def _inside(folder: Path, name: str | bytes) -> bool:
+    name = os.fsdecode(name)
+    if name in ("", "."):  # the file itself (virtual sources in the same file)
+        return True
+    target = Path(name)
+    if target.is_absolute() or ".." in target.parts:
+        return False
+    return (folder / target).resolve().is_relative_to(folder.resolve())
+
+
+def _outside(path: Path, dataset: str, where: str, name: str | bytes) -> DataFileError:
+    return DataFileError(
+        f"{path}::{dataset}: its data {where} '{os.fsdecode(name)}', outside the folder of "
+        f"the HDF5 file ({path.parent}); vsgan reads no file the dataset does not hold. Fix: "
+        "copy the data into the HDF5 file (e.g. h5py: f2[name] = f[name][()]) or put the "
+        "referenced files beside it under relative names."
+    )
+
+
+def _refuse_outside_links(f, dataset: str, path: Path) -> None:
+    """Refuses external links on the way to `dataset` that leave the file's folder."""
+    import h5py
+
+    parts = [p for p in dataset.split("/") if p]
+    for k in range(1, len(parts) + 1):
+        sub = "/".join(parts[:k])
+        try:
+            link = f.get(sub, getlink=True)
+        except (KeyError, ValueError, OSError, RuntimeError):
+            return
+        if isinstance(link, h5py.ExternalLink) and not _inside(path.parent, link.filename):
+            raise _outside(path, dataset, "is an external link to", link.filename)
+
+
+def _open_confined(f, dataset: str, path: Path):
+    """The dataset, opened so that external and virtual storage resolve beside the file.
+
+    External raw storage and virtual-dataset sources naming files outside the HDF5 file's
+    folder (absolute paths, '..') are refused before any of their bytes are read.
+    """
+    import h5py
+
+    # HDF5 resolves relative names against the working directory: pin them to the file's.
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    folder = os.fsencode(str(path.parent.resolve()))
+    dapl.set_efile_prefix(folder)
+    dapl.set_virtual_prefix(folder)
+    ds = h5py.Dataset(h5py.h5d.open(f.id, dataset.encode(), dapl=dapl))
+    external = ds.external or []
+    for name, *_ in external:
+        if not _inside(path.parent, name):
+            raise _outside(path, dataset, "is stored in the external file", name)
+    virtual = ds.is_virtual
+    if virtual:
+        for source in ds.virtual_sources():
+            if not _inside(path.parent, source.file_name):
+                raise _outside(path, dataset, "maps the virtual source", source.file_name)
+    return ds
+
+
+def _check_float32_range(data: np.ndarray, where) -> None:
+    """Refuses values float32 cannot hold: vsgan computes in float32 (they would be inf)."""
+    if data.dtype.kind != "f" or data.dtype.itemsize <= 4 or data.size == 0:
+        return
+    finite = data[np.isfinite(data)]
+    if finite.size and float(np.abs(finite).max()) > float(np.finfo(np.float32).max):
+        raise InputError(
+            f"{where}: holds values up to {float(np.abs(finite).max()):.3g}, beyond float32's "
+            f"range (±{float(np.finfo(np.float32).max):.3g}) in which vsgan computes. Fix: "
+            "rescale the image (e.g. divide by a constant) or store it in the units the "
+            "microscope recorded."
+        )
+
+
 def read_image_with_names(
     source: str | Path | np.ndarray,
     *,
@@ -233,7 +372,11 @@ def read_image_with_names(
 
     Same arguments as `read_image`, without the channel selection.
     """
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int | np.integer)):
+        raise InputError(f"index={index!r}: give a whole number (an item of the stack).")
     if isinstance(source, np.ndarray):
+        if index is not None and not (source.ndim and -source.shape[0] <= index < source.shape[0]):
+            raise InputError(f"array: index {index} out of range for shape {source.shape}.")
         data = source if index is None else source[index]
         return _as_hwc(data, "array"), None
     path, inner = split_path(source)
@@ -259,10 +402,15 @@ def read_image_with_names(
             ) from None
     elif suffix in TIFF_SUFFIXES:
         try:
-            data, names = _read_tiff(path)
+            data, names = _read_tiff(path, inner)
         except (DataFileError, InputError):
             raise
         except Exception as e:  # tifffile raises many types on corrupt files
+            if "imagecodecs" in str(e):  # a valid file in a compression numpy cannot decode
+                raise DataFileError(
+                    f"{path}: the TIFF is compressed in a way that needs the imagecodecs "
+                    f"package ({e}). Fix: pip install imagecodecs (a vsgan dependency)."
+                ) from None
             raise DataFileError(f"{path}: not a readable TIFF ({e}). Fix: replace the file.") from e
         if index is not None:
             if not -data.shape[-1] <= index < data.shape[-1]:
@@ -342,6 +490,7 @@ def read_image(
         raise DataFileError(
             f"{where}: the image is empty (shape {data.shape}). Fix: give an image with pixels."
         )
+    _check_float32_range(data, where)
     if not allow_nan and np.issubdtype(data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:

@@ -42,6 +42,13 @@ def stain_channels(
     return names, planes
 
 
+def _safe_name(name: str) -> str:
+    """A channel name as a file-name part: path separators and control characters become _."""
+    import re
+
+    return re.sub(r"[\\/\x00-\x1f:*?\"<>|]", "_", str(name)).strip(". ") or "channel"
+
+
 def write_tiff(path: str | os.PathLike, image: np.ndarray, overwrite: bool = False) -> Path:
     """Writes a 2-D float32 image as a plain TIFF, atomically."""
     import tifffile
@@ -130,6 +137,12 @@ def write_stain(
             names += [f"{t}_{kind}{tag}" for t in targets]
             planes += [bound[..., i] for i in range(len(targets))]
     data = np.stack(planes).astype(np.float32, copy=False)
+    if len(set(_safe_name(n) for n in names)) != len(names):
+        raise InputError(
+            f"output channel names {list(targets)} repeat (after making them file names): "
+            "their outputs would overwrite each other. Fix: give every output channel its own "
+            "name (output_channels=[...])."
+        )
     stem = Path(stem)
     name = field_stem(stem.name + ".tif")  # "field.ome" -> "field"
     if fmt == "zarr":

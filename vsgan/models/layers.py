@@ -23,8 +23,14 @@ class ReflectionPadding2D(keras.layers.Layer):
         self.padding = int(padding)
 
     def call(self, x):
+        # Mirrored slices, not ops.pad(mode="reflect"): TensorFlow's MirrorPad refuses a
+        # batch of 0 images, which a replica gets when the last batch is smaller than the
+        # number of replicas (MirroredStrategy).
         p = self.padding
-        return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+        if p == 0:
+            return x
+        x = ops.concatenate([x[:, p:0:-1], x, x[:, -2 : -2 - p : -1]], axis=1)
+        return ops.concatenate([x[:, :, p:0:-1], x, x[:, :, -2 : -2 - p : -1]], axis=2)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

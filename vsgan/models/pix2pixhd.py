@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from vsgan.data.normalize import StainPreprocessor
-from vsgan.errors import InputError
+from vsgan.errors import InputError, TrainingDiverged
 from vsgan.models import image_metrics, losses
 from vsgan.models.discriminator import MultiScaleDiscriminator
 from vsgan.models.generator import GlobalGenerator, LocalEnhancer
@@ -92,6 +92,111 @@ def _check_calibration(value: Any, out_channels: int) -> str | None:
         raise InputError(f"calibration is not plain JSON data ({error}).") from None
 
 
+# name -> (lowest, highest) whole value; beyond these no pix2pixHD model exists and the
+# layers would fail deep inside Keras (or allocate without end).
+_ARCHITECTURE_RANGES = {
+    "ngf": (1, 4096),
+    "n_downsample": (0, 10),
+    "n_blocks": (0, 256),
+    "n_local_enhancers": (0, 5),
+    "n_blocks_local": (0, 256),
+    "ndf": (1, 4096),
+    "num_d": (1, 10),
+    "n_layers_d": (1, 10),
+}
+
+
+def _check_architecture(**values) -> None:
+    for name, value in values.items():
+        if name in _ARCHITECTURE_RANGES:
+            low, high = _ARCHITECTURE_RANGES[name]
+            ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+            if not ok or not low <= value <= high:
+                raise InputError(
+                    f"Pix2PixHD {name}={value!r}: give a whole number from {low} to {high}."
+                )
+            continue
+        ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+        ok = ok and np.isfinite(value) and value >= 0
+        if name == "dropout":
+            ok = ok and value < 1
+        if not ok:
+            limit = "in [0, 1)" if name == "dropout" else ">= 0"
+            raise InputError(f"Pix2PixHD {name}={value!r}: give a finite number {limit}.")
+
+
+class _StopOnNan(keras.callbacks.Callback):
+    """`fit`'s own guard: the first NaN or Inf loss stops training, naming the step."""
+
+    stops_on_nan = True
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {}
+        for k, v in (logs or {}).items():
+            try:
+                if not np.isfinite(float(v)):
+                    bad[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        if bad:
+            self.model.stop_training = True
+            raise TrainingDiverged(
+                f"Loss became {bad} at epoch {self.epoch + 1}, step {batch + 1}: training "
+                "stopped; that batch changed no weight. Fix: check the data for NaN / Inf, "
+                "lower the learning rate, or use float32."
+            )
+
+
+class _CountEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+def _check_fit_data(x, y) -> None:
+    """Refuses empty or unbatched training data before Keras runs 0 steps on it."""
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise InputError(
+                "fit was given an empty dataset (cardinality 0). Fix: check the data folder "
+                "and the split; with drop_remainder, give at least one full batch."
+            )
+        first = tf.nest.flatten(x.element_spec)[0]
+        rank = getattr(first, "shape", tf.TensorShape(None)).rank
+        if rank is not None and rank != 4:
+            raise InputError(
+                f"fit was given a dataset of rank-{rank} elements {first.shape}; Pix2PixHD "
+                "trains on batches (B, H, W, C). Fix: batch it, e.g. dataset.batch(4)."
+            )
+        return
+    if x is None or isinstance(x, dict) or hasattr(x, "__next__") or callable(x):
+        return  # generators and PyDatasets: checked by the 0-step test after fit
+    for arr, what in ((x, "x"), (y, "y")):
+        if arr is None or not hasattr(arr, "shape"):
+            continue
+        if len(arr.shape) != 4:
+            raise InputError(
+                f"fit was given {what} of shape {tuple(arr.shape)}; Pix2PixHD trains on "
+                "(B, H, W, C) batches of images. Fix: add the batch axis (x[None]) or the "
+                "channel axis (x[..., None])."
+            )
+        if arr.shape[0] == 0:
+            raise InputError(f"fit was given an empty {what} (shape {tuple(arr.shape)}).")
+
+
 @keras.saving.register_keras_serializable(package="vsgan")
 class Pix2PixHD(keras.Model):
     """Pix2PixHD conditional GAN for virtual staining (label-free image -> stain).
@@ -161,12 +266,36 @@ class Pix2PixHD(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        losses._check(gan_loss)
+        try:
+            losses._check(gan_loss)
+        except ValueError as error:
+            raise InputError(f"{error} Fix: pick one of them.") from None
+        for arg, names in (
+            ("input_channels", input_channels),
+            ("output_channels", output_channels),
+        ):
+            if names is not None and (
+                isinstance(names, str | bytes)
+                or not isinstance(names, list | tuple)
+                or not all(isinstance(n, str) and n for n in names)
+            ):
+                raise InputError(f"{arg}={names!r}: give a list of channel names (strings).")
+        _check_architecture(
+            ngf=ngf, n_downsample=n_downsample, n_blocks=n_blocks,
+            n_local_enhancers=n_local_enhancers, n_blocks_local=n_blocks_local, ndf=ndf,
+            num_d=num_d, n_layers_d=n_layers_d, dropout=dropout, lambda_gan=lambda_gan,
+            lambda_feat=lambda_feat, lambda_l1=lambda_l1,
+        )  # fmt: skip
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int | np.integer) or value < 1:
                 raise InputError(f"{arg}={value!r}: give a positive number of channels.")
         input_channels = list(input_channels or [f"input{i}" for i in range(in_channels)])
         output_channels = list(output_channels or [f"stain{i}" for i in range(out_channels)])
+        if len(set(map(str, output_channels))) != len(output_channels):
+            raise InputError(
+                f"output_channels {output_channels} repeat a name: each stain is written and "
+                "matched by its name. Fix: give every output channel its own name."
+            )
         if len(input_channels) != in_channels or len(output_channels) != out_channels:
             raise InputError(
                 f"{len(input_channels)} input and {len(output_channels)} output channel names "
@@ -334,26 +463,88 @@ class Pix2PixHD(keras.Model):
         return ops.cast(x, "float32"), ops.cast(y, "float32")
 
     def train_step(self, data):
+        """One step; a step whose losses or gradients are not finite changes no weight.
+
+        The bad batch still shows in the logs (NaN), where `fit`'s guard stops training
+        with `TrainingDiverged`, the weights being those before the batch. A replica that
+        gets no image (the last, short batch under `MirroredStrategy`) contributes zero.
+        """
         x, y = self._unpack(data)
         # Replica gradients are summed, so each replica contributes its mean / replicas.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
         d_vars = self.discriminator.trainable_variables
+        has_images = tf.shape(x)[0] > 0
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(x, training=True)  # the one generator pass of the step
             values = self._compute_losses(x, y, fake, training=True)
+            values = {
+                k: tf.where(has_images, tf.cast(v, "float32"), 0.0) for k, v in values.items()
+            }
             g_loss = self.g_optimizer.scale_loss(values["g_loss"] / replicas)
             if self.adversarial:
                 d_loss = self.d_optimizer.scale_loss(values["d_loss"] / replicas)
         # Both gradients come from the same weights; D is updated first, then G.
+        updates = []
         if self.adversarial:
-            d_grads = d_tape.gradient(d_loss, d_vars)
-            self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
-        g_grads = g_tape.gradient(g_loss, g_vars)
-        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+            updates.append((self.d_optimizer, d_tape.gradient(d_loss, d_vars), d_vars))
+        updates.append((self.g_optimizer, g_tape.gradient(g_loss, g_vars), g_vars))
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values.values()]
+        # Loss-scaled (float16) gradients overflow by design: LossScaleOptimizer skips those
+        # steps and lowers its scale itself, so only the losses are checked there.
+        finite += [
+            tf.reduce_all(tf.math.is_finite(g))
+            for opt, grads, _ in updates
+            if not isinstance(opt, keras.optimizers.LossScaleOptimizer)
+            for g in grads
+            if g is not None
+        ]
+        ok = tf.reduce_all(tf.stack(finite))
+        context = tf.distribute.get_replica_context()
+        if replicas > 1 and context is not None:
+            # One decision for all replicas; the step's gradients become zero when any is bad.
+            bad = context.all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(ok), "float32")
+            )
+            ok = bad < 0.5
+            for opt, grads, variables in updates:
+                safe = [None if g is None else tf.where(ok, g, tf.zeros_like(g)) for g in grads]
+                opt.apply_gradients(zip(safe, variables))
+        else:
+
+            def apply():
+                for opt, grads, variables in updates:
+                    opt.apply_gradients(zip(grads, variables))
+                return tf.constant(True)
+
+            tf.cond(ok, apply, lambda: tf.constant(False))
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(values[name])
         return self._logs(self.loss_trackers.values())
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, refusing data it cannot train on and stopping on NaN.
+
+        Unlike plain Keras, an empty dataset, an unbatched one (single (H, W, C) images) or
+        one that yields no full batch raise `InputError` instead of "training" 0 steps, and
+        a NaN or Inf loss stops training with `TrainingDiverged` (its batch changes no
+        weight) unless a callback with `stops_on_nan` (`vsgan.training.NanGuard`) is given.
+        """
+        _check_fit_data(x, y)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(getattr(cb, "stops_on_nan", False) for cb in callbacks):
+            callbacks.append(_StopOnNan())
+        counter = _CountEpochs()
+        callbacks.append(counter)
+        history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        # No epoch begun: a resumed run that had already finished (BackupAndRestore).
+        if counter.steps == 0 and counter.epochs and not self.stop_training:
+            raise InputError(
+                "fit trained 0 steps: the data yields no batch (an empty dataset, or fewer "
+                "examples than one batch with drop_remainder). Fix: give more data, a smaller "
+                "batch size, or batch without drop_remainder."
+            )
+        return history
 
     def _logs(self, trackers):
         logs = {t.name: t.result() for t in trackers}

@@ -15,12 +15,10 @@ import os
 
 import keras
 
-from vsgan.errors import VsganError
+from vsgan.errors import TrainingDiverged, VsganError
 from vsgan.io.files import atomic_path
 
-
-class TrainingDiverged(VsganError, RuntimeError):
-    """A loss became NaN or Inf."""
+__all__ = ["TrainingDiverged"]  # defined in vsgan.errors, so `Pix2PixHD.fit` can raise it
 
 
 class LinearDecay(keras.callbacks.Callback):
@@ -132,6 +130,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or Inf loss, naming the step; checkpoints stay intact."""
+
+    stops_on_nan = True  # `Pix2PixHD.fit` adds its own guard only without one
 
     def __init__(self, checkpoint: str | None = None):
         super().__init__()

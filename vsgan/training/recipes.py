@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ import tensorflow as tf
 
 from vsgan.data.normalize import StainPreprocessor
 from vsgan.errors import InputError, VsganError
-from vsgan.io.files import remove_stale_temporaries
 from vsgan.models import Pix2PixHD
 from vsgan.training.callbacks import (
     AtomicBackupAndRestore,
@@ -237,8 +235,61 @@ def train(
     data: str | os.PathLike | None = None,
     *,
     overwrite: bool = False,
+    force_resume: bool = False,
     verbose: int | str = "auto",
     strategy: str | None = None,
+) -> Pix2PixHD:
+    """Trains a recipe into `out_dir`, resuming from `out_dir/backup` if a run was cut short.
+
+    The run folder is locked for the whole run (a second `train` on it is refused), only
+    files vsgan wrote are ever removed, and a resume with another dataset, data folder,
+    seed, patch size, batch size or model is refused unless `force_resume=True`
+    (`vsgan.training.run_folder`).
+
+    Args:
+        recipe: what to train.
+        out_dir: the run folder (see the module docstring).
+        data: the dataset folder (or store); default: `$VSGAN_DATA` / the Keras cache. A
+            given path that does not exist is refused (no fall-back).
+        overwrite: start afresh: removes what vsgan wrote in `out_dir`, nothing else.
+        force_resume: resume even if the saved recipe defines another experiment.
+        verbose: Keras progress-bar setting.
+        strategy: "mirrored" (one machine's devices) or "multiworker" (machines named in
+            `TF_CONFIG`; workers other than the chief write `<out_dir>.worker<i>`); see
+            `vsgan.training.distribute`. Default: one device.
+
+    Returns:
+        The trained model (also in `out_dir/model.keras`).
+    """
+    from vsgan.training.distribute import get_strategy, run_dir
+    from vsgan.training.run_folder import data_path, locked
+
+    data = data_path(data)
+    strategy = get_strategy(strategy)  # first: multi-worker set-up precedes other TF work
+    out = run_dir(out_dir, strategy)  # each worker locks and writes its own folder
+    with locked(out) as run:
+        return _train(
+            recipe,
+            out,
+            data,
+            overwrite=overwrite,
+            verbose=verbose,
+            run=run,
+            force_resume=force_resume,
+            strategy=strategy,
+        )
+
+
+def _train(
+    recipe: Recipe,
+    out_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    run=None,
+    force_resume: bool = False,
+    strategy=None,
 ) -> Pix2PixHD:
     """Trains a recipe into `out_dir`, resuming from `out_dir/backup` if a run was cut short.
 
@@ -248,18 +299,15 @@ def train(
         data: the dataset folder (or store); default: `$VSGAN_DATA` / the Keras cache.
         overwrite: start afresh even if `out_dir` holds a finished run.
         verbose: Keras progress-bar setting.
-        strategy: "mirrored" (one machine's devices) or "multiworker" (machines named in
-            `TF_CONFIG`; workers other than the chief write `<out_dir>.worker<i>`); see
-            `vsgan.training.distribute`. Default: one device.
+        strategy: the `tf.distribute.Strategy` to build and train under.
 
     Returns:
         The trained model (also in `out_dir/model.keras`).
     """
     from vsgan.data import make_dataset
-    from vsgan.training.distribute import distribute_dataset, get_strategy, run_dir
+    from vsgan.training.distribute import distribute_dataset
 
-    strategy = get_strategy(strategy)  # first: multi-worker set-up precedes other TF work
-    out = run_dir(out_dir, strategy)
+    out = Path(out_dir)
     backup = out / "backup"
     finished = (out / "model.keras").exists() and not backup.exists()
     if finished and not overwrite:
@@ -268,6 +316,8 @@ def train(
             "train again, or choose another output folder."
         )
     recipe.validate()
+    if not overwrite:  # a resume must continue the same experiment
+        run.check_resume({**recipe.get_config(), "data": data}, force_resume)
     keras.mixed_precision.set_global_policy(recipe.precision)
     if recipe.deterministic:
         enable_determinism(recipe.seed)
@@ -275,6 +325,12 @@ def train(
         keras.utils.set_random_seed(recipe.seed)
     spec = build_spec(recipe, data)
     n_train = max(1, spec.num_fields("train"))
+    if recipe.patch_size is None and spec.num_fields("train") < recipe.batch_size:
+        raise InputError(
+            f"batch_size={recipe.batch_size} but the training split has "
+            f"{spec.num_fields('train')} field(s): whole-image batches would train 0 steps. "
+            "Fix: use --batch-size at most the number of training fields, or a patch size."
+        )
     per_field = -(-recipe.steps_per_epoch * recipe.batch_size // n_train)
     train_ds = make_dataset(
         spec,
@@ -288,14 +344,21 @@ def train(
     )
     val_ds = make_dataset(spec, "val", recipe.patch_size, recipe.batch_size, seed=recipe.seed)
     val_ds = val_ds.take(recipe.val_batches).cache()
-    x_show, y_show = next(iter(val_ds))
+    try:
+        x_show, y_show = next(iter(val_ds))
+    except StopIteration:
+        raise InputError(
+            f"the validation split of {recipe.dataset!r} yields no batch of {recipe.batch_size}."
+            " Fix: give more data, or a smaller --batch-size."
+        ) from None
     with strategy.scope():  # variables and optimizers mirrored across replicas
         model = build_model(recipe, spec)
-    # Only now that data and model are known to work is the run folder (re)made.
-    if finished:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)  # left by a run killed while saving
+    # Only now that data and model are known to work is the run folder (re)made: only what
+    # vsgan wrote is removed, the user's own files stay.
+    if overwrite:
+        run.clear()
+    run.remove_temporaries()  # left by a run killed while saving (the lock is ours)
+    run.record("recipe.json", "model.keras", "backup", "history.csv", "logs")
     (out / "recipe.json").write_text(
         json.dumps({**recipe.get_config(), "data": None if data is None else str(data)}, indent=2)
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -20,8 +21,9 @@ from typing import Any
 import keras
 
 from vsgan.errors import ChecksumError, ModelFileError
-from vsgan.io.files import sha256
+from vsgan.io.files import atomic_path, sha256
 from vsgan.zoo.pix2pixhd import from_pix2pixhd, save_keras_atomic
+from vsgan.zoo.torch_checkpoint import check_archive
 
 A549_URL = "https://zenodo.org/records/13173900/files/dlmbl_requisites.zip"
 A549_ARCHIVE_NAME = "dlmbl_requisites.zip"
@@ -150,12 +152,16 @@ def _extract_generators(archive: Path, into: Path) -> list[Path]:
                         f"{channel} generator), expected 1: it is not the seed's "
                         f"{A549_ARCHIVE_NAME}. " + _offline_help(archive)
                     )
+                check_archive(zf, archive, only=found)  # flags, method, size: before reading
                 out = into / f"{channel}.pth"
-                out.write_bytes(zf.read(found[0]))
+                with zf.open(found[0]) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)  # streamed, never whole in memory
                 paths.append(out)
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        if isinstance(err, ModelFileError):
-            raise
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
+        if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+            raise  # a full disk or permissions in the temporary folder: not the archive's fault
         raise ModelFileError(
             f"'{archive}' is not a readable zip archive ({err}); the download is incomplete "
             "or damaged. Delete it, then: " + _offline_help(archive)
@@ -163,12 +169,66 @@ def _extract_generators(archive: Path, into: Path) -> list[Path]:
     return paths
 
 
-def _cache_name(config: dict[str, Any]) -> str:
-    # A config override (tests, experiments) must not shadow the real model's cache file.
-    if not config:
-        return "a549.keras"
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    return f"a549-{digest}.keras"
+def _cache_name(config: dict[str, Any], archive_sha256: str) -> str:
+    """`a549-<archive sha256>[-<config digest>].keras`: one cache file per archive and config.
+
+    A second archive never gets the model of the first, and a config override (tests,
+    experiments) never shadows the real model's file.
+    """
+    name = f"a549-{archive_sha256[:16]}"
+    if config:
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        name += f"-{digest.hexdigest()[:12]}"
+    return name + ".keras"
+
+
+_INDEX = "a549-index.json"
+
+
+def _read_index(cache: Path) -> dict[str, Any]:
+    try:
+        index = json.loads((cache / _INDEX).read_text())
+    except (OSError, ValueError):
+        return {"archives": {}, "last": {}}
+    if not isinstance(index, dict):
+        return {"archives": {}, "last": {}}
+    index.setdefault("archives", {})
+    index.setdefault("last", {})
+    return index
+
+
+def _write_index(cache: Path, index: dict[str, Any]) -> None:
+    try:
+        with atomic_path(cache / _INDEX) as tmp:
+            tmp.write_text(json.dumps(index, indent=1))
+    except OSError:
+        pass  # only a memo of hashes: the next call hashes again
+
+
+def _archive_sha256(archive: Path, index: dict[str, Any]) -> str:
+    """The archive's sha256, memoised by path, size and modification time."""
+    st = archive.stat()
+    key = f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    digest = index["archives"].get(key)
+    if not isinstance(digest, str):
+        digest = index["archives"][key] = sha256(archive)
+    return digest
+
+
+def _load_cached(cached: Path):
+    """The cached model, or None (with a warning) if the file is damaged."""
+    try:
+        model = keras.models.load_model(cached)
+    except Exception as err:  # a truncated zip, a damaged .h5: Keras raises many types
+        warnings.warn(
+            f"The cached A549 model '{cached}' is damaged ({type(err).__name__}); it is "
+            "converted again from the archive.",
+            stacklevel=3,
+        )
+        return None
+    from vsgan.models.pix2pixhd import Pix2PixHD
+
+    return model if isinstance(model, Pix2PixHD) else None
 
 
 def load_a549(
@@ -191,6 +251,9 @@ def load_a549(
             cached file name then records them.
         refresh: convert again even if a cached `.keras` exists.
 
+    The cache file is keyed by the archive's sha256 (and the config), so another archive
+    converts again; a damaged cache file is converted again too.
+
     Returns:
         A `vsgan.Pix2PixHD` with `input_channels == ["phase"]`, `output_channels ==
         ["nuclei", "membrane"]` and the seed's normalisation: raw phase in, targets
@@ -202,10 +265,29 @@ def load_a549(
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     config = dict(config or {})
-    cached = cache / _cache_name(config)
-    if cached.is_file() and not refresh:
-        return keras.models.load_model(cached)
-    source = Path(archive) if archive is not None else _download(cache)
+    config_key = _cache_name(config, "")
+    index = _read_index(cache)
+    source = Path(archive) if archive is not None else None
+    if source is not None and not source.is_file():
+        raise ModelFileError(f"Archive '{source}' does not exist. " + _offline_help(source))
+    if source is None and A549_SHA256 is None and (cache / A549_ARCHIVE_NAME).is_file():
+        # (with a recorded sha256, `_download` checks the cached archive first)
+        source = cache / A549_ARCHIVE_NAME
+    if source is not None:
+        digest = _archive_sha256(source, index)
+    elif A549_SHA256 is not None:
+        digest = A549_SHA256
+    else:  # offline, archive gone: the model last converted with this config
+        digest = index["last"].get(config_key) or ""
+    cached = cache / _cache_name(config, digest) if digest else None
+    if cached is not None and cached.is_file() and not refresh:
+        model = _load_cached(cached)
+        if model is not None:
+            return model
+    if source is None:
+        source = _download(cache)
+        digest = _archive_sha256(source, index)
+        cached = cache / _cache_name(config, digest)
     # The architecture is read from the weights (the published files were never inspected
     # here); the documented one is only compared, so an unexpected file still loads.
     settings = {k: v for k, v in A549_CONFIG.items() if k not in _ARCHITECTURE_KEYS}
@@ -226,4 +308,6 @@ def load_a549(
             stacklevel=2,
         )
     save_keras_atomic(model, cached, overwrite=True)
+    index["last"][config_key] = digest
+    _write_index(cache, index)
     return model

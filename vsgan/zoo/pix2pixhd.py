@@ -151,11 +151,17 @@ def _assign(layers: Sequence[keras.layers.Layer], state: StateDict, what: str) -
         if bias is not None and bias.shape != (layer.filters,):
             problems.append(f"'{path}.bias' is {bias.shape}, expected ({layer.filters},)")
     if problems:
+        hint = (
+            "Pass the config it was trained with (ndf, num_d, n_layers_d; the discriminator "
+            "sees in_channels + out_channels channels), or leave them out to infer them."
+            if what == "discriminator"
+            else "Pass the config it was trained with (in_channels, out_channels, ngf, "
+            "n_downsample, n_blocks, n_local_enhancers, n_blocks_local), or leave them out "
+            "to infer them."
+        )
         raise ModelFileError(
             f"The checkpoint does not fit the {what} (a checkpoint of another architecture, "
-            "or the wrong config): " + "; ".join(problems[:6]) + ". Pass the config it was "
-            "trained with (in_channels, out_channels, ngf, n_downsample, n_blocks, "
-            "n_local_enhancers, n_blocks_local), or leave them out to infer them."
+            "or the wrong config): " + "; ".join(problems[:6]) + ". Fix: " + hint
         )
     for (_, weight, bias), layer in zip(convs, layers):
         # torch stores both conv types as (dim0, dim1, kh, kw); Keras wants (kh, kw, dim1, dim0).
@@ -214,6 +220,48 @@ def load_discriminator_weights(discriminator: MultiScaleDiscriminator, state_dic
     _assign(layers, state_dict, "discriminator")
 
 
+_BATCH_NORM_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def _check_kind(state: StateDict, want: str, where: str = "the checkpoint") -> None:
+    """Names what a checkpoint is when it is not the `want`ed pix2pixHD part.
+
+    Each mismatch has its own message: a batch-norm model, the feature encoder
+    (`latest_net_E.pth`), a discriminator given as the generator, and the other way round.
+    """
+    keys = list(state)
+    if any(k.endswith(_BATCH_NORM_SUFFIXES) for k in keys):
+        raise ModelFileError(
+            f"{where} was trained with batch normalisation (it holds running_mean / "
+            "running_var statistics, pix2pixHD's --norm batch); vsgan's pix2pixHD uses "
+            "instance normalisation without statistics (pix2pixHD's default --norm "
+            "instance), so these weights cannot be converted. Fix: convert a model trained "
+            "with --norm instance, or retrain with it."
+        )
+    is_d = any(re.match(r"(scale\d+_)?layer\d+\.", k) for k in keys)
+    is_g = any(k.startswith("model") for k in keys) and not is_d
+    if want == "generator" and is_d:
+        raise ModelFileError(
+            f"{where} is a pix2pixHD discriminator (latest_net_D.pth), not a generator. Fix: "
+            "give the generator latest_net_G.pth as the checkpoint, and this file as "
+            "discriminator= (vsgan convert --discriminator)."
+        )
+    if want == "discriminator" and is_g:
+        raise ModelFileError(
+            f"{where} is a pix2pixHD generator or encoder (its keys start with 'model'), not "
+            "a discriminator. Fix: give latest_net_D.pth as discriminator=, or leave it out "
+            "(the discriminator then starts fresh)."
+        )
+    if want == "generator" and is_g and not any(".conv_block." in k for k in keys):
+        if _torch_convs(state)[0]:
+            raise ModelFileError(
+                f"{where} has no residual blocks: it is pix2pixHD's feature encoder "
+                "(latest_net_E.pth, trained with --instance_feat or --label_feat), not a "
+                "generator. Fix: convert latest_net_G.pth; vsgan does not use the encoder's "
+                "instance features."
+            )
+
+
 def infer_generator_config(state_dict: StateDict) -> dict[str, int]:
     """Reads a pix2pixHD generator's architecture from the weight shapes.
 
@@ -227,6 +275,7 @@ def infer_generator_config(state_dict: StateDict) -> dict[str, int]:
     Raises:
         ModelFileError: the keys do not look like a pix2pixHD generator.
     """
+    _check_kind(state_dict, "generator")
     convs, _ = _torch_convs(state_dict)
     by_top: dict[str, list] = {}
     for path, weight, _ in convs:
@@ -264,21 +313,126 @@ def infer_generator_config(state_dict: StateDict) -> dict[str, int]:
 
 
 def infer_discriminator_config(state_dict: StateDict) -> dict[str, int]:
-    """Reads `ndf`, `num_d` and `n_layers_d` from a pix2pixHD `netD` state dict."""
+    """Reads `ndf`, `num_d` and `n_layers_d` from a pix2pixHD `netD` state dict.
+
+    Raises:
+        ModelFileError: not a multi-scale discriminator saved with intermediate features,
+            or scales / layers missing (each scale must hold layers 0 .. n_layers_d + 1).
+    """
+    _check_kind(state_dict, "discriminator", "The discriminator checkpoint")
     found = [re.fullmatch(r"scale(\d+)_layer(\d+)\.0\.weight", k) for k in state_dict]
     pairs = {(int(m.group(1)), int(m.group(2))) for m in found if m}
     if not pairs:
+        plain = any(re.match(r"layer\d+\.", k) for k in state_dict)
         raise ModelFileError(
             "The discriminator checkpoint has no 'scale<i>_layer<j>.0.weight' keys: it is not "
-            "a pix2pixHD multi-scale discriminator saved with intermediate features."
+            "a pix2pixHD multi-scale discriminator saved with intermediate features"
+            + (" (it was trained with --no_ganFeat_loss)" if plain else "")
+            + ". Fix: leave the discriminator out (it then starts fresh), or convert one "
+            "trained with feature matching (pix2pixHD's default)."
         )
     num_d = 1 + max(i for i, _ in pairs)
     n_layers = max(j for _, j in pairs) - 1
-    return {
-        "ndf": int(state_dict["scale0_layer0.0.weight"].shape[0]),
-        "num_d": num_d,
-        "n_layers_d": n_layers,
-    }
+    missing = [
+        f"scale{i}_layer{j}.0.weight"
+        for i in range(num_d)
+        for j in range(n_layers + 2)
+        if (i, j) not in pairs
+    ]
+    if missing or n_layers < 1 or num_d > _LIMITS["num_d"] or n_layers > _LIMITS["n_layers_d"]:
+        raise ModelFileError(
+            f"The discriminator checkpoint is incomplete or not pix2pixHD's: scales 0..{num_d - 1}"
+            f" with layers 0..{n_layers + 1} would need {', '.join(missing[:4]) or 'fewer'}"
+            f"{' ...' if len(missing) > 4 else ''}. Fix: give the complete latest_net_D.pth, "
+            "or leave the discriminator out."
+        )
+    head = state_dict["scale0_layer0.0.weight"]
+    if head.ndim != 4:
+        raise ModelFileError(
+            f"The discriminator checkpoint's first convolution has shape {head.shape}, not 4-D. "
+            "Fix: give pix2pixHD's latest_net_D.pth."
+        )
+    return {"ndf": int(head.shape[0]), "num_d": num_d, "n_layers_d": n_layers}
+
+
+# Architectures no pix2pixHD checkpoint exceeds; a file implying more is refused before
+# any layer is allocated (a crafted 3 KB generator can imply ngf 4096).
+_LIMITS = {
+    "in_channels": 1024,
+    "out_channels": 1024,
+    "ngf": 1024,
+    "n_downsample": 8,
+    "n_blocks": 64,
+    "n_local_enhancers": 4,
+    "n_blocks_local": 64,
+    "ndf": 1024,
+    "num_d": 8,
+    "n_layers_d": 8,
+}
+MAX_PARAMETERS = 2_000_000_000
+
+
+def _generator_parameters(c: dict[str, Any]) -> int:
+    """Convolution weights of the generator a config builds (biases left out)."""
+    cin, nd, nb, nl = c["in_channels"], c["n_downsample"], c["n_blocks"], c["n_local_enhancers"]
+
+    def trunk(f: int) -> int:
+        p = 49 * cin * f
+        p += sum(2 * 9 * (f << i) * (f << (i + 1)) for i in range(nd))  # down and up
+        return p + nb * 2 * 9 * (f << nd) ** 2
+
+    ngf = c["ngf"]
+    if nl:
+        p = trunk(ngf << nl)
+        for level in range(1, nl + 1):
+            f = ngf << (level - 1)
+            p += 49 * cin * f + 2 * 9 * f * 2 * f + c["n_blocks_local"] * 2 * 9 * (2 * f) ** 2
+    else:
+        p = trunk(ngf)
+    outs = c["out_channels"]
+    if c.get("split_outputs"):
+        return outs * (p + 49 * ngf)
+    return p + 49 * ngf * outs
+
+
+def _discriminator_parameters(c: dict[str, Any]) -> int:
+    channels, filters, p = c["in_channels"] + c["out_channels"], c["ndf"], 0
+    for i in range(c["n_layers_d"] + 2):
+        last = i == c["n_layers_d"] + 1
+        out = filters if i == 0 else 1 if last else min(filters * 2, 512)
+        p += 16 * channels * out
+        channels = filters = out
+    return c["num_d"] * p
+
+
+def _bound_architecture(config: dict[str, Any], stored: int, discriminator: bool) -> None:
+    """Refuses a config whose model is out of range or far larger than the stored weights."""
+    defaults = {"n_local_enhancers": 0, "n_blocks_local": 3, "ndf": 64, "num_d": 3}
+    c = {**defaults, "n_layers_d": 3, **config}
+    for key, limit in _LIMITS.items():
+        value = c.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ModelFileError(
+                f"{key}={value!r} is not a whole number. Fix: give a whole number from 0 to "
+                f"{limit}."
+            )
+        low = 0 if key in ("n_downsample", "n_blocks", "n_local_enhancers") else 1
+        if not low <= value <= limit:
+            raise ModelFileError(
+                f"The checkpoint (or the config given) implies {key}={int(value)}, outside "
+                f"{low}..{limit}: it is not a pix2pixHD model. Fix: give the config the "
+                "checkpoint was trained with, or check the file."
+            )
+    c = {k: int(v) if isinstance(v, int | np.integer) else v for k, v in c.items()}
+    needed = _generator_parameters(c)
+    if discriminator:
+        needed += _discriminator_parameters(c)
+    if needed > MAX_PARAMETERS or needed > 2 * stored + 10_000_000:
+        raise ModelFileError(
+            f"The checkpoint's shapes imply a model of {needed:,} weights, but it stores only "
+            f"{stored:,}: it is crafted or belongs to another architecture. Fix: give the "
+            "config it was trained with, or check the file."
+        )
 
 
 def from_pix2pixhd(
@@ -308,6 +462,8 @@ def from_pix2pixhd(
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     states = [load_torch_state_dict(p) for p in paths]
     inferred = infer_generator_config(states[0])
+    for p, state in zip(paths[1:], states[1:]):
+        _check_kind(state, "generator", f"'{p}'")
     if len(states) > 1:
         if inferred["out_channels"] != 1:
             raise ModelFileError(
@@ -318,7 +474,21 @@ def from_pix2pixhd(
     d_state = load_torch_state_dict(discriminator) if discriminator is not None else None
     if d_state is not None:
         inferred.update(infer_discriminator_config(d_state))
-    model = Pix2PixHD(**{**inferred, **config})
+    settings = {**inferred, **config}
+    stored = sum(int(v.size) for state in [*states, d_state or {}] for v in state.values())
+    _bound_architecture(settings, stored, d_state is not None)
+    try:
+        model = Pix2PixHD(**settings)
+    except MemoryError:
+        raise ModelFileError(
+            f"The model the checkpoint implies ({settings}) does not fit in memory. Fix: check "
+            "the file and the config; free memory for a genuinely large model."
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(
+            f"The config {config} does not build a Pix2PixHD ({error}). Fix: give "
+            "Pix2PixHD's keyword arguments with their documented types."
+        ) from None
     load_generator_weights(model.generator, states if model.split_outputs else states[0])
     if d_state is not None:
         load_discriminator_weights(model.discriminator, d_state)
