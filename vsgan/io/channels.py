@@ -141,9 +141,16 @@ def match_channels(
         groups: list[list[int]] = [list(range(len(given)))]
         by_sig: dict[tuple, list[int]] = {}
         by_first: dict[object, list[int]] = {}
+        head = 0  # tokens every given name starts with (a field prefix such as "w1_")
+        while (
+            len(given_keys) > 1
+            and all(len(k) > head + 1 for k in given_keys)
+            and len({k[head] for k in given_keys}) == 1
+        ):
+            head += 1
         for i, k in enumerate(given_keys):
             by_sig.setdefault(_signature(k), []).append(i)
-            by_first.setdefault(k[:1], []).append(i)
+            by_first.setdefault(k[head : head + 1], []).append(i)
         groups += list(by_sig.values()) + list(by_first.values())
         for group in groups:
             if len(group) != len(wanted):
@@ -154,7 +161,7 @@ def match_channels(
                 break
     if found is not None and (not exact or len(found) == len(given)):
         return found
-    shown = [stem(g) if isinstance(g, Path) or "/" in str(g) else str(g) for g in given]
+    shown = [Path(str(g)).name for g in given]
     raise ChannelMatchError(
         f"{where + ': ' if where else ''}the names {shown} do not map one-to-one onto the "
         f"model's channels {list(wanted)}. Fix: name one file (or channel) per model channel "

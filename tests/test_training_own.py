@@ -1,0 +1,75 @@
+"""Target headroom, the time budget and fine-tuning's channel check (no training runs here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vsgan.data.normalize import TARGET_HEADROOM, Normalization, StainPreprocessor
+
+
+def test_a_target_twice_the_training_high_percentile_is_representable():
+    rng = np.random.default_rng(0)
+    train = rng.gamma(2.0, 300.0, (1, 128, 128, 1)) + 100
+    norm = Normalization("percentile", headroom=TARGET_HEADROOM).fit(train)
+    high = np.percentile(train, 99.8)
+    bright = np.full((1, 4, 4, 1), 2 * high)
+    units = norm.normalize(bright)
+    assert units.max() < 0.9  # well inside tanh's (-1, 1): the generator can output it
+    pre = StainPreprocessor(target=norm)
+    np.testing.assert_allclose(pre.denormalize_target(units), bright, rtol=1e-5)
+    assert float(pre.denormalize_target(np.full((1, 1, 1, 1), 0.99)).max()) > 2 * high
+    # Without headroom (the older presets' stored normalisation) it saturates.
+    old = Normalization("percentile").fit(train)
+    assert old.normalize(bright).max() > 1
+    assert StainPreprocessor.from_config(pre.get_config()) == pre
+    assert "headroom" not in old.get_config()  # configs saved before it compare equal
+
+
+def test_recipes_fit_targets_with_headroom_and_presets_keep_theirs():
+    from vsgan.training.recipes import Recipe, build_spec
+    from vsgan.zoo.presets import get_preset
+
+    spec = build_spec(Recipe(dataset="synthetic", dataset_args={"n_fields": 2, "size": 32}))
+    assert spec.target_norm.headroom == TARGET_HEADROOM
+    stored = get_preset("isl-nuclei").config["normalization"]["target"]
+    assert StainPreprocessor(target=stored).target.headroom == 1.0
+
+
+def test_time_budget_fits_the_decay_and_stops_at_an_epoch_boundary(monkeypatch):
+    import time
+
+    from vsgan.training.callbacks import LinearDecay, TimeBudget, parse_duration
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    class Model:
+        stop_training = False
+
+    decay = LinearDecay(500, 500)
+    budget = TimeBudget(parse_duration("10m"), decay, max_epochs=1000)
+    budget.set_model(Model())
+    budget.on_train_begin()
+    epoch = 0
+    while not budget.model.stop_training:
+        budget.on_epoch_begin(epoch)
+        clock[0] += 100.0 if epoch else 160.0  # the first epoch also traces
+        budget.on_epoch_end(epoch)
+        epoch += 1
+    assert clock[0] <= 600 and epoch == 5  # 160 + 4 x 100 s
+    assert (decay.niter, decay.niter_decay) == (2, 3)
+    assert decay.factor(epoch - 1) > 0 and decay.factor(epoch) == 0.0
+    with pytest.raises(Exception, match="duration"):
+        parse_duration("soon")
+
+
+def test_fine_tuning_refuses_a_model_whose_channels_do_not_match():
+    from vsgan.errors import InputError
+    from vsgan.training.recipes import Recipe, build_spec, pretrained_start
+
+    recipe = Recipe(dataset="synthetic", dataset_args={"n_fields": 2, "size": 32},
+                    init_from="isl-nuclei")  # fmt: skip
+    spec = build_spec(recipe)
+    with pytest.raises(InputError, match=r"--from isl-nuclei.*phase_contrast_z00.*Fix:"):
+        pretrained_start(recipe, spec)
