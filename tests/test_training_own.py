@@ -73,3 +73,41 @@ def test_fine_tuning_refuses_a_model_whose_channels_do_not_match():
     spec = build_spec(recipe)
     with pytest.raises(InputError, match=r"--from isl-nuclei.*phase_contrast_z00.*Fix:"):
         pretrained_start(recipe, spec)
+
+
+def test_own_data_forms_hdf5_group_zarr_plate_and_one_folder_split_by_region(tmp_path, capsys):
+    import h5py
+    import tifffile
+
+    from vsgan.io.ome_zarr import write_plate
+    from vsgan.training.recipes import Recipe, build_spec
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "cells.h5", "w") as f:
+        for name in ("brightfield", "darkfield", "dna"):
+            f[f"imgs/{name}"] = rng.random((6, 40, 40)).astype("float32")
+    spec = build_spec(Recipe(dataset=f"{tmp_path / 'cells.h5'}::imgs", patch_size=None,
+                             dataset_args={"inputs": ["brightfield", "darkfield"],
+                                           "targets": ["dna"]}))  # fmt: skip
+    assert (spec.input_names, spec.target_names) == (["brightfield", "darkfield"], ["dna"])
+    assert spec.num_fields("val") >= 1 and spec.num_fields("train") >= 1
+
+    plate = tmp_path / "plate.zarr"
+    fields = {f"A/1/{i}": rng.random((1, 3, 1, 32, 32)).astype("float32") for i in range(4)}
+    write_plate(plate, fields, ["Phase3D", "Nuclei", "Membrane"])
+    args = {"inputs": ["Phase3D"], "targets": ["Nuclei"]}
+    spec = build_spec(Recipe(dataset=str(plate), patch_size=16, dataset_args=args))
+    assert (spec.input_names, spec.target_names) == (["Phase3D"], ["Nuclei"])
+    assert spec.num_fields("val") == 1
+
+    field = tmp_path / "one"
+    field.mkdir()
+    for name in ("bf_z10", "bf_z2", "dapi"):
+        tifffile.imwrite(field / f"{name}.tif", rng.integers(0, 255, (96, 128), dtype=np.uint8))
+    capsys.readouterr()
+    args = {"inputs": ["bf_*.tif"], "targets": ["dapi.tif"]}
+    spec = build_spec(Recipe(dataset=str(field), patch_size=32, dataset_args=args))
+    assert spec.input_names == ["bf_z2", "bf_z10"]
+    (only,) = spec.fields
+    assert only.regions["val"] and only.regions["train"]
+    assert "validating on rows" in capsys.readouterr().out

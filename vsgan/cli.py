@@ -46,6 +46,8 @@ def _train_recipe(args):
     from vsgan.zoo import preset_recipe
 
     own = bool(args.inputs or args.targets)
+    if args.preset and args.config:
+        raise VsganError("give --preset or --config, not both.")
     if own and args.preset:
         raise VsganError(
             "--preset trains on the preset's own dataset; --inputs/--targets name yours. Fix: "
