@@ -48,7 +48,7 @@ def test_time_budget_fits_the_decay_and_stops_at_an_epoch_boundary(monkeypatch):
         stop_training = False
 
     decay = LinearDecay(500, 500)
-    budget = TimeBudget(parse_duration("10m"), decay, max_epochs=1000)
+    budget = TimeBudget(parse_duration("10m"), decay, max_epochs=1000, verbose=False)
     budget.set_model(Model())
     budget.on_train_begin()
     epoch = 0

@@ -312,10 +312,18 @@ class TimeBudget(keras.callbacks.Callback):
         seconds: the budget of this `fit` call.
         decay: the run's `LinearDecay` (re-planned in place).
         max_epochs: never plan more epochs than this.
+        verbose: print the plan when it changes.
     """
 
-    def __init__(self, seconds: float, decay: LinearDecay | None = None, max_epochs: int = 10**6):
+    def __init__(
+        self,
+        seconds: float,
+        decay: LinearDecay | None = None,
+        max_epochs: int = 10**6,
+        verbose: bool = True,
+    ):
         super().__init__()
+        self.verbose = verbose
         if not seconds > 0:
             raise VsganError(f"time limit {seconds!r}: give a positive duration, e.g. 45m.")
         self.seconds, self.decay, self.max_epochs = float(seconds), decay, int(max_epochs)
@@ -341,6 +349,11 @@ class TimeBudget(keras.callbacks.Callback):
         per = sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]
         left = self.seconds - (now - self.start)
         total = min(epoch + 1 + max(0, int(left // per)), self.max_epochs)
+        if total != self.planned and self.verbose:
+            print(
+                f"time limit {self.seconds / 60:.0f} min: {total} epochs fit "
+                f"({per:.0f} s each); the learning rate decays to 0 by epoch {total}."
+            )
         self.planned = total
         if self.decay is not None:
             self.decay.niter = total // 2

@@ -516,7 +516,7 @@ def train(
     ]
     if recipe.time_limit:
         decay = next((c for c in schedule if isinstance(c, LinearDecay)), None)
-        callbacks.append(TimeBudget(recipe.time_limit, decay, recipe.epochs))
+        callbacks.append(TimeBudget(recipe.time_limit, decay, recipe.epochs, verbose != 0))
     model.fit(
         train_ds,
         validation_data=val_ds,
