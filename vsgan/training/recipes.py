@@ -210,9 +210,12 @@ OWN_DATA_DEFAULTS = dict(
     batch_size=4,
     steps_per_epoch=50,
     epochs=20,
+    precision="float32",
 )
 """Own-data defaults (`vsgan train --data DIR`): the isl-nuclei preset's architecture and a
-budget of about half an hour on a laptop CPU for 256 px crops (see benchmarks/README.md)."""
+budget of about half an hour on a laptop CPU for 256 px crops (isl-nuclei: 2.5 s a step on two
+cores). float32: bfloat16 is only faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and
+several times slower where it is emulated; `--precision mixed_bfloat16` on those and on GPUs."""
 
 
 def is_own_data(dataset: str) -> bool:
