@@ -60,6 +60,19 @@ def test_time_budget_fits_the_decay_and_stops_at_an_epoch_boundary(monkeypatch):
     assert clock[0] <= 600 and epoch == 5  # 160 + 4 x 100 s
     assert (decay.niter, decay.niter_decay) == (2, 3)
     assert decay.factor(epoch - 1) > 0 and decay.factor(epoch) == 0.0
+    # A first step that traces for longer than the rest of the epoch does not end the run.
+    clock[0] = 0.0
+    again = TimeBudget(600, LinearDecay(500, 500), max_epochs=1000, verbose=False)
+    again.set_model(Model())
+    again.on_train_begin()
+    again.on_epoch_begin(0)
+    clock[0] += 400.0  # tracing
+    again.on_train_batch_end(0)
+    for step in range(1, 10):
+        clock[0] += 10.0
+        again.on_train_batch_end(step)
+    again.on_epoch_end(0)  # 490 s in, 100 s an epoch from here on
+    assert again.planned == 2 and not again.model.stop_training
     with pytest.raises(Exception, match="duration"):
         parse_duration("soon")
 

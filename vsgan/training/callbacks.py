@@ -301,9 +301,10 @@ class FieldValidation(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Ends training at an epoch boundary within `seconds`, the decay fitted into the budget.
 
-    After each epoch the mean epoch time (the first epoch, which traces the graphs, is left
-    out once there are others) says how many epochs fit into the budget; the `LinearDecay`
-    is re-planned to run half of them at the initial rate and decay to 0 over the rest, and
+    After each epoch the mean epoch time (the first step and then the first epoch, which
+    trace the graphs, are left out as soon as there are others) says how many epochs fit
+    into the budget; the `LinearDecay` is re-planned to run half of them at the initial rate
+    and decay to 0 over the rest, and
     training stops after the last epoch that fits, so the run ends with a decayed, saved
     model. Put it last in the callback list, so its clock includes checkpoints and
     validation.
@@ -335,10 +336,19 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
         self.first_epoch = None
         self.ends: list[float] = []
+        self.first_batch_end, self.batches = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.first_epoch is None:
             self.first_epoch = epoch
+        self.first_batch_end, self.batches = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        if self.first_batch_end is None:
+            self.first_batch_end = time.monotonic()
+        self.batches = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         import time
@@ -346,7 +356,13 @@ class TimeBudget(keras.callbacks.Callback):
         now = time.monotonic()
         self.ends.append(now)
         times = [b - a for a, b in zip([self.start, *self.ends[:-1]], self.ends)]
-        per = sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]
+        if len(times) > 1:
+            per = sum(times[1:]) / len(times[1:])
+        elif self.first_batch_end is not None and self.batches > 1:
+            # The first step traces the graphs (often longer than many steps): leave it out.
+            per = (now - self.first_batch_end) * self.batches / (self.batches - 1)
+        else:
+            per = times[0]
         left = self.seconds - (now - self.start)
         total = min(epoch + 1 + max(0, int(left // per)), self.max_epochs)
         if total != self.planned and self.verbose:
