@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import vsgan
 import vsgan.data
+import vsgan.models  # registers Pix2PixHD, so keras.models.load_model finds it
 from vsgan import cli
 from vsgan.errors import VsganError
 from vsgan.training.callbacks import (
