@@ -158,7 +158,8 @@ def test_train_runs_a_config_file_and_refuses_to_clobber_a_finished_run(tmp_path
     run = vsgan_cli("train", "--config", config, "--out", tmp_path / "run", "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert len(history) == 3 and "val_pearson_r" in history[0]
+    assert len(history) == 3 and "val_field_pearson_r" in history[0]
+    assert "val_patch_pearson_r" in history[0]  # crop-level, labelled so
     assert list((tmp_path / "run" / "logs").iterdir())
     model = vsgan.load_pretrained(tmp_path / "run" / "model.keras")
     assert model.output_channels == ["nuclei", "membrane"]

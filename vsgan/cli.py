@@ -53,30 +53,89 @@ def _separate_output(output: Path, inputs: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------ train
-def cmd_train(args) -> None:
-    from vsgan.training.recipes import get_recipe, train
+_ARCHITECTURE = ("ngf", "n_downsample", "n_blocks", "ndf", "num_d", "dropout")
+
+
+def _train_recipe(args):
+    """The recipe `vsgan train` runs: a preset's, a config file's, or one's own data's."""
+    import copy
+
+    from vsgan.training.callbacks import parse_duration
+    from vsgan.training.recipes import OWN_DATA_DEFAULTS, Recipe, get_recipe
     from vsgan.zoo import preset_recipe
 
-    recipe = get_recipe(args.config) if args.config else preset_recipe(args.preset)
-    recipe = recipe.replace(
-        epochs=args.epochs,
+    own = bool(args.inputs or args.targets)
+    if args.preset and args.config:
+        raise VsganError("give --preset or --config, not both.")
+    if own and args.preset:
+        raise VsganError(
+            "--preset trains on the preset's own dataset; --inputs/--targets name yours. Fix: "
+            "leave out --preset, and add --from PRESET to start from its weights."
+        )
+    if own and not args.data:
+        raise VsganError("--inputs/--targets need --data: the folder (or .zarr, .h5) of your data.")
+    if not (own or args.preset or args.config):
+        raise VsganError(
+            "nothing to train on. Fix: give --data DIR --inputs PATTERN... --targets PATTERN... "
+            "(your own data), --preset NAME or --config recipe.yaml."
+        )
+    if args.config:
+        recipe = get_recipe(args.config)
+    elif args.preset:
+        recipe = preset_recipe(args.preset)
+    else:
+        recipe = Recipe(**copy.deepcopy(OWN_DATA_DEFAULTS))
+    if own:
+        if not (args.inputs and args.targets):
+            raise VsganError("give both --inputs and --targets (file patterns or channel names).")
+        dataset_args = {"inputs": list(args.inputs), "targets": list(args.targets)}
+        if args.val_fraction is not None:
+            dataset_args["val_fraction"] = args.val_fraction
+        recipe = recipe.replace(dataset=str(args.data), dataset_args=dataset_args)
+    model = {k: getattr(args, k) for k in _ARCHITECTURE if getattr(args, k) is not None}
+    time_limit = parse_duration(args.time_limit) if args.time_limit else None
+    epochs = args.epochs
+    if time_limit and epochs is None:
+        epochs = 1000  # an upper bound: the time budget plans the epochs
+    return recipe.replace(
+        model={**recipe.model, **model},
+        epochs=epochs,
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         seed=args.seed,
         precision=args.precision,
         deterministic=args.deterministic or None,
+        time_limit=time_limit,
+        init_from=args.init_from,
+        val_tile_size=args.val_tile_size,
     )
+
+
+def cmd_train(args) -> None:
+    recipe = _train_recipe(args)
+    if args.print_config:
+        print(json.dumps(recipe.get_config(), indent=2))
+        return
+    if not args.out:
+        raise VsganError("--out is required: the run folder (checkpoints, logs, history).")
+    from vsgan.training.recipes import is_own_data, train
+
+    data = None if is_own_data(recipe.dataset) else args.data
     train(
         recipe,
         args.out,
-        args.data,
+        data,
         overwrite=args.overwrite,
         force_resume=args.force_resume,
         verbose=2 if args.quiet else 1,
         strategy=args.strategy,
     )
-    print(f"trained model: {Path(args.out) / 'model.keras'}")
+    out = Path(args.out)
+    print(
+        f"trained model: {out / 'model.keras'} (best epoch by field Pearson r: "
+        f"{out / 'model_best.keras'})"
+    )
 
 
 # ---------------------------------------------------------------------------------- predict
@@ -153,7 +212,9 @@ def cmd_predict(args) -> None:
     model = _model(args.model, getattr(args, "archive", None))
     _separate_output(Path(args.output), args.inputs)
     _fresh_output(Path(args.output), args.overwrite, create=False)
-    fields = read_fields(args.inputs, model)  # every input checked before anything is written
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    # Every input is read and its channels matched by name before anything is written.
+    fields = read_fields(args.inputs, model, channels=channels)
     out = _fresh_output(Path(args.output), args.overwrite)
     samples = args.samples
     if args.interval is not None:
@@ -297,20 +358,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a preset recipe or a config file; resumes if cut")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
+    p = sub.add_parser(
+        "train",
+        help="train on your own data (--data --inputs --targets), a preset's recipe or a config",
+        description="Train a model. Your own data: vsgan train --data DIR --inputs 'bf_*.tif' "
+        "--targets dapi.tif --out RUN (fields are DIR's sub-folders, or DIR is one field, split "
+        "by region). Running the same command again resumes a cut run.",
+    )
+    p.add_argument(
         "--preset", help="a preset's recipe (isl-nuclei, jurkat-dna, a549; NAME-l1: its baseline)"
     )
-    src.add_argument(
+    p.add_argument(
         "--config", help="a recipe JSON/YAML file (keys of vsgan.training.recipes.Recipe)"
     )
-    p.add_argument("--data", help="dataset folder or store (default: $VSGAN_DATA)")
-    p.add_argument("--out", required=True, help="run folder: checkpoints, logs, history")
-    p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--data",
+        help="your data: a folder of fields (sub-folders; or the folder is one field), an HCS "
+        "plate.zarr or file.h5[::group]; with --preset: where its dataset lives "
+        "(default: $VSGAN_DATA)",
+    )
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        metavar="PATTERN",
+        help="label-free channels: file patterns in each field folder ('bf_*.tif': one channel "
+        "per file, natural order z2 < z10, named by the file stem), channel names of a zarr "
+        "plate, or dataset names of an HDF5 file",
+    )
+    p.add_argument("--targets", nargs="+", metavar="PATTERN", help="stain channels, likewise")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        dest="val_fraction",
+        help="share of fields (or of one field's area) that validates (default 0.25)",
+    )
+    p.add_argument("--out", help="run folder: model.keras, model_best.keras, history.csv, logs")
+    p.add_argument(
+        "--from",
+        dest="init_from",
+        metavar="PRESET|MODEL.keras",
+        help="fine-tune: start from a preset's or a model file's weights and normalisation "
+        "(its channels must match the data's by name)",
+    )
+    p.add_argument("--epochs", type=int, help="epochs (half constant, half decaying)")
     p.add_argument("--steps-per-epoch", type=int, dest="steps_per_epoch")
     p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--patch-size", type=int, dest="patch_size")
+    p.add_argument("--patch-size", type=int, dest="patch_size", help="training crop side")
+    p.add_argument(
+        "--time-limit",
+        dest="time_limit",
+        metavar="DURATION",
+        help="e.g. 45m or 1h30m: stop at an epoch boundary within it, the learning-rate decay "
+        "fitted into it (--epochs becomes an upper bound)",
+    )
+    arch = p.add_argument_group(
+        "architecture (own-data defaults: ngf 16, n-downsample 3, n-blocks 4, ndf 16, num-d 2, "
+        "dropout 0.2: a CPU run of under an hour)"
+    )
+    arch.add_argument("--ngf", type=int, help="generator filters at full resolution")
+    arch.add_argument("--n-downsample", type=int, dest="n_downsample")
+    arch.add_argument("--n-blocks", type=int, dest="n_blocks", help="residual blocks")
+    arch.add_argument("--ndf", type=int, help="discriminator filters")
+    arch.add_argument("--num-d", type=int, dest="num_d", help="discriminator scales")
+    arch.add_argument("--dropout", type=float, help="residual dropout (Monte-Carlo samples)")
+    p.add_argument(
+        "--val-tile-size",
+        type=int,
+        dest="val_tile_size",
+        help="tile side of the whole-field validation (default 512)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"])
     p.add_argument(
@@ -334,12 +450,29 @@ def build_parser() -> argparse.ArgumentParser:
         dest="force_resume",
         help="resume even if the saved recipe.json differs (dataset, seed, patch size...)",
     )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        dest="print_config",
+        help="print the equivalent recipe (for --config) and exit",
+    )
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="stain files, folders, zarr fields or HCS plates")
     p.add_argument("model", help="preset name or .keras file")
-    p.add_argument("inputs", nargs="+", help="images (TIFF, PNG, NPY, HDF5), folders or .zarr")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="images (TIFF, PNG, NPY, HDF5), folders or .zarr: one file per channel named after "
+        "the model's channels (bf_focus.tif, phase_z3.tif) makes one field; a folder of them is "
+        "a field, a folder of such folders one field each",
+    )
+    p.add_argument(
+        "--channels",
+        help="names of a stacked file's channels in order (e.g. bf_minus10um,bf_focus,"
+        "bf_plus10um), when the file does not store them",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder (a plate: the out .zarr)")
     p.add_argument(
         "--samples",
@@ -380,7 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a model on a dataset's held-out split")
     p.add_argument("model", help="preset name or .keras file")
-    p.add_argument("dataset", help="isl-condition-b, mlcp-jurkat, or a PairedDataset JSON spec")
+    p.add_argument(
+        "dataset",
+        help="isl-condition-b, mlcp-jurkat, a PairedDataset JSON spec, or a folder of your "
+        "held-out fields (one sub-folder per field, or one field) with one file per input and "
+        "target channel named after the model's channels",
+    )
     p.add_argument("--data", help="dataset folder (default: $VSGAN_DATA)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--archive", help="a549: a local copy of dlmbl_requisites.zip (no download)")

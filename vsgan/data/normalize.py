@@ -38,6 +38,11 @@ def default_input() -> Normalization:
     return Normalization("percentile", per_field=True, low=1.0, high=99.8)
 
 
+# Targets of new trainings: the 1st..99.8th percentiles map to [-1, -0.2], so a stain twice
+# as bright as the training's 99.8th percentile comes out at +0.6, inside the tanh range.
+TARGET_HEADROOM = 2.5
+
+
 class Normalization:
     """raw -> model units: ``(raw - offset) / scale``, per channel. Affine, so invertible.
 
@@ -52,6 +57,11 @@ class Normalization:
         scale: per-channel scales, likewise.
         low: lower percentile for ``"percentile"``.
         high: upper percentile for ``"percentile"``.
+        headroom: for ``"percentile"``, the `low` percentile maps to -1 and
+            ``low + headroom * (high - low)`` to +1, so signal brighter than the training's
+            `high` percentile stays representable in the generator's tanh range (targets:
+            `TARGET_HEADROOM`, where twice the high percentile maps well inside it). 1 maps
+            `low`..`high` onto [-1, 1].
 
     Example:
     >>> import numpy as np
@@ -71,6 +81,7 @@ class Normalization:
         scale: float | Sequence[float] | None = None,
         low: float = 1.0,
         high: float = 99.8,
+        headroom: float = 1.0,
     ):
         if method not in METHODS:
             raise InputError(f"unknown normalisation method {method!r}; use one of {METHODS}.")
@@ -93,6 +104,9 @@ class Normalization:
             raise InputError(f"scale must be non-zero, got {self.scale}.")
         self.low = float(low)
         self.high = float(high)
+        if not (isinstance(headroom, int | float) and 1.0 <= headroom <= 100.0):
+            raise InputError(f"headroom={headroom!r}: give a number from 1 (none) to 100.")
+        self.headroom = float(headroom)
 
     @classmethod
     def fixed(cls, constant: float | Sequence[float], channels: int = 1) -> Normalization:
@@ -123,7 +137,8 @@ class Normalization:
         x = x.astype(np.float64, copy=False)
         if self.method == "percentile":
             lo, hi = np.percentile(x, [self.low, self.high], axis=axes, keepdims=True)
-            return (lo + hi) / 2.0, (hi - lo) / 2.0
+            half = self.headroom * (hi - lo) / 2.0
+            return lo + half, half
         if self.method == "meanstd":
             return x.mean(axis=axes, keepdims=True), x.std(axis=axes, keepdims=True)
         q25, q50, q75 = np.percentile(x, [25.0, 50.0, 75.0], axis=axes, keepdims=True)
@@ -245,7 +260,8 @@ class Normalization:
 
         if self.method == "percentile":
             lo, hi = q(self.low), q(self.high)
-            return (lo + hi) / 2.0, (hi - lo) / 2.0
+            half = self.headroom * (hi - lo) / 2.0
+            return lo + half, half
         return q(50.0), q(75.0) - q(25.0)
 
     def normalize_tf(self, x):
@@ -280,6 +296,8 @@ class Normalization:
             "scale": self.scale,
             "low": self.low,
             "high": self.high,
+            # Written only when set, so configs saved before it existed compare equal.
+            **({"headroom": self.headroom} if self.headroom != 1.0 else {}),
         }
 
     @classmethod
@@ -408,7 +426,7 @@ def _coerce(value, role: str) -> Normalization | None:
             f"normalization {role}: expected a Normalization or its config dict, "
             f"not {type(value).__name__}."
         )
-    allowed = {"method", "per_field", "offset", "scale", "low", "high"}
+    allowed = {"method", "per_field", "offset", "scale", "low", "high", "headroom"}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise InputError(

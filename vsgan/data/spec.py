@@ -30,6 +30,7 @@ from vsgan.data.normalize import Normalization, default_input
 from vsgan.data.splits import SPLITS, Rect, split_fields
 from vsgan.errors import DataFileError, InputError
 from vsgan.io import ome_zarr, readers
+from vsgan.io.channels import match_channels, natural_sorted
 
 
 @dataclasses.dataclass
@@ -336,7 +337,9 @@ class PairedDataset:
     ) -> PairedDataset:
         """Fields from image files matched by name.
 
-        Each pattern is a glob; several matches become several channels (sorted, e.g. focal planes).
+        Each pattern is a glob; several matches become several channels in natural order (``z2``
+        before ``z10``, e.g. focal planes); every field's channels are matched to the first
+        field's by name.
         Layouts: (a) `root` itself is one field, (b) every sub-folder of `root` holding all the
         patterns is a field, (c) a flat folder where ``{field}`` in the patterns marks the part of
         the file name naming the field, e.g. ``inputs=["{field}_phase.tif"]``,
@@ -363,10 +366,10 @@ class PairedDataset:
                 raise InputError("use {field} in every pattern, or in none.")
             found = _match_flat(root, patterns)
         else:
-            dirs = [root] + sorted(d for d in root.iterdir() if d.is_dir())
+            dirs = [root] + natural_sorted(d for d in root.iterdir() if d.is_dir())
             found = {}
             for d in dirs:
-                matches = [sorted(d.glob(p)) for p in patterns]
+                matches = [natural_sorted(d.glob(p)) for p in patterns]
                 if all(matches):
                     found[d.name if d != root else root.name] = matches
         if not found:
@@ -379,10 +382,16 @@ class PairedDataset:
         for name, matches in found.items():
             ins = [Source(str(p)) for m in matches[:n_in] for p in m]
             tgs = [Source(str(p)) for m in matches[n_in:] for p in m]
-            fields.append(Field(name, ins, tgs))
             if input_names is None:
                 input_names = _stems(matches[:n_in], name)
                 target_names = _stems(matches[n_in:], name)
+            else:  # by name, never by position: the same channels in every field
+                where = f"{root}: field {name!r}"
+                stems = _stems(matches[:n_in], name)
+                ins = [ins[i] for i in match_channels(input_names, stems, exact=True, where=where)]
+                stems = _stems(matches[n_in:], name)
+                tgs = [tgs[i] for i in match_channels(target_names, stems, exact=True, where=where)]
+            fields.append(Field(name, ins, tgs))
         splits = split_fields(list(found), val_fraction=val_fraction, test=test_fields, seed=seed)
         for f in fields:
             f.split = splits[f.name]
@@ -394,6 +403,57 @@ class PairedDataset:
             target_names = [f"target{i}" for i in range(first_y.shape[-1])]
         kwargs.setdefault("name", root.name)
         return cls(fields, input_names, target_names, **kwargs)
+
+    @classmethod
+    def from_channel_names(
+        cls,
+        root: str | Path,
+        input_names: Sequence[str],
+        target_names: Sequence[str],
+        *,
+        split: str = "test",
+        **kwargs,
+    ) -> PairedDataset:
+        """Fields whose files are named after given channels (a model's), all in one split.
+
+        `root` is one field, or each of its sub-folders holding images is; in each, one file per
+        channel is found by name (`vsgan.io.channels.match_channels`: ``phase_z3.tif`` for
+        ``phase_z03``); other files are left out.
+
+        Args:
+            root: the folder.
+            input_names: input channel names (e.g. `model.input_channels`).
+            target_names: target channel names (e.g. `model.output_channels`).
+            split: the split every field goes to ("test": held-out evaluation).
+            **kwargs: `PairedDataset` arguments.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise DataFileError(f"{root}: no such folder.")
+        suffixes = (".tif", ".tiff", ".png", ".npy")
+
+        def images(d: Path) -> list[Path]:
+            return natural_sorted(p for p in d.iterdir() if p.suffix.lower() in suffixes)
+
+        dirs = (
+            [root]
+            if images(root)
+            else [d for d in natural_sorted(root.iterdir()) if d.is_dir() and images(d)]
+        )
+        if not dirs:
+            raise DataFileError(f"{root}: no images (TIFF, PNG, NPY) in it or its sub-folders.")
+        fields = []
+        for d in dirs:
+            files = images(d)
+            where = f"{d} (inputs)"
+            ins = [files[i] for i in match_channels(input_names, files, where=where)]
+            where = f"{d} (targets)"
+            tgs = [files[i] for i in match_channels(target_names, files, where=where)]
+            fields.append(
+                Field(d.name, [Source(str(p)) for p in ins], [Source(str(p)) for p in tgs], split)
+            )
+        kwargs.setdefault("name", root.name)
+        return cls(fields, list(input_names), list(target_names), **kwargs)
 
     @classmethod
     def from_hdf5(
@@ -552,7 +612,7 @@ def _match_flat(root: Path, patterns: list[str]) -> dict[str, list[list[Path]]]:
     ]
     keys = sorted({m.group("field") for f in files if (m := regexes[0].match(f))})
     for key in keys:
-        per = [sorted(root.glob(p.replace("{field}", glob.escape(key)))) for p in patterns]
+        per = [natural_sorted(root.glob(p.replace("{field}", glob.escape(key)))) for p in patterns]
         if all(per):
             found[key] = per
     return found

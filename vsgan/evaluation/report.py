@@ -27,7 +27,9 @@ def dataset_for_model(
     Args:
         model: a `Pix2PixHD`; its `input_channels` and `output_channels` are looked up by
             name among the dataset's channels (case and punctuation ignored).
-        dataset: a name of the dataset registry or a `PairedDataset` JSON spec.
+        dataset: a name of the dataset registry, a `PairedDataset` JSON spec, or a folder of
+            one's own fields (the folder, or each sub-folder, holds one file per input and
+            target channel, named after the model's channels; every field is "test").
         data_dir: where the data lives (default `$VSGAN_DATA`, the Keras cache).
         **dataset_args: the dataset builder's arguments (a preset's `dataset_args`).
 
@@ -38,6 +40,13 @@ def dataset_for_model(
     from vsgan.datasets.real import build
     from vsgan.io.readers import resolve_channels
 
+    if Path(dataset).is_dir() and not str(dataset).endswith(".zarr"):
+        from vsgan.data.spec import PairedDataset
+
+        spec = PairedDataset.from_channel_names(
+            dataset, model.input_channels, model.output_channels
+        )
+        return spec, list(range(model.in_channels)), list(range(model.out_channels))
     spec = build(dataset, data_dir, **dataset_args)
     where = f"dataset {dataset!r}"
     x_idx = resolve_channels(spec.input_names, model.input_channels, spec.in_channels, where)

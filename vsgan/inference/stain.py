@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,6 +39,8 @@ __all__ = [
     "StainResult",
     "TileGrid",
     "check_batch",
+    "read_fields",
+    "stack_named",
     "sample",
     "stain",
     "tile_grid",
@@ -374,33 +376,142 @@ def _runner(model, samples: int):
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".h5", ".hdf5")
 
 
-def read_fields(inputs: list[str], model) -> list[tuple[str, np.ndarray]]:
+def _image_files(folder) -> list:
+    from vsgan.io.channels import natural_key
+
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: natural_key(p.name),
+    )
+
+
+def _select(model, path, raw: np.ndarray, names, channels) -> np.ndarray:
+    """The model's input channels of one (possibly stacked) file, matched by name."""
+    from vsgan.io.channels import match_channels
+
+    wanted = list(model.input_channels)
+    if channels:
+        if len(channels) != raw.shape[-1]:
+            raise InputError(
+                f"{path}: --channels names {len(channels)} channel(s) {list(channels)}, the file "
+                f"holds {raw.shape[-1]}. Fix: name every channel of the file, in order."
+            )
+        names = list(channels)
+    if names:
+        return raw[..., match_channels(wanted, names, exact=False, where=str(path))]
+    if raw.shape[-1] == len(wanted) == 1:
+        return raw
+    if raw.shape[-1] == len(wanted):
+        raise InputError(
+            f"{path}: holds {raw.shape[-1]} unnamed channels; the model takes {wanted} and "
+            "channels are never matched by position. Fix: give --channels with the names of the "
+            "file's channels in order, save it as OME-TIFF / ImageJ TIFF with channel labels, "
+            "or give one file per channel named after it."
+        )
+    return check_field(raw, len(wanted))  # raises, naming the channel counts
+
+
+def _planes_field(model, name: str, files: list, exact: bool):
+    """One field from single-channel files named after the model's channels, or None."""
+    from vsgan.io.channels import ChannelMatchError, channel_key, match_channels
+    from vsgan.io.readers import read_image
+
+    wanted = list(model.input_channels)
+    if len(wanted) == 1:
+        hits = [f for f in files if channel_key(f) == channel_key(wanted[0])]
+        files = hits if len(hits) == 1 else []
+        if not files:
+            return None
+    try:
+        idx = match_channels(wanted, files, exact=exact, where=name)
+    except ChannelMatchError:
+        if exact and len(files) == len(model.input_channels):
+            raise
+        return None
+    planes = [read_image(files[i]) for i in idx]
+    if any(p.shape[-1] != 1 for p in planes):
+        return None
+    return name, np.concatenate(planes, axis=-1)
+
+
+def _file_fields(model, files: list, channels) -> list[tuple[str, np.ndarray]]:
+    from vsgan.io.channels import match_channels
+    from vsgan.io.readers import read_image_with_names
+
+    out = []
+    for path in files:
+        raw, names = read_image_with_names(path)
+        if raw.shape[-1] == 1 < int(model.in_channels) and not names and not channels:
+            # Single planes that are not named after the model's channels: say which are wanted.
+            match_channels(list(model.input_channels), files, exact=True, where=str(path.parent))
+        out.append(_select(model, path, raw, names, channels))
+    return list(zip(output_names(list(files)), out))
+
+
+def read_fields(
+    inputs: list[str], model, channels: list[str] | None = None
+) -> list[tuple[str, np.ndarray]]:
     """(name, raw (H, W, C_in)) for every input file, folder or zarr store, each checked.
 
-    One file per input channel (e.g. the planes of a z-stack) given together make one field.
+    Channels are matched by name (`vsgan.io.channels`), never by position or text order:
+
+    - files that each hold one plane, named after the model's channels (``bf_focus.tif``,
+      ``phase_z3.tif`` for ``phase_z03``), make one field together; in a folder, files that
+      match no channel (e.g. the targets) are left out;
+    - a folder of such files is one field; a folder of sub-folders is one field per
+      sub-folder;
+    - a stacked file (OME-TIFF, ImageJ TIFF with labels, OME-Zarr) gives its channels by
+      the names stored in it, or by `channels` (the file's channel names in order);
+    - for a one-channel model, every file is a field.
+
+    Anything that does not map one-to-one onto `model.input_channels` raises an `InputError`
+    listing the model's channels and the files.
     """
     from pathlib import Path
 
-    from vsgan.io.readers import read_image
-
-    paths: list[Path] = []
+    multi = int(model.in_channels) > 1
+    fields: list[tuple[str, np.ndarray]] = []
+    loose: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir() and item.suffix != ".zarr":
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            paths.append(item)
-    if not paths:
+        if not (item.is_dir() and item.suffix != ".zarr"):
+            loose.append(item)
+            continue
+        folders = (
+            [item]
+            if _image_files(item)
+            else [d for d in sorted(item.iterdir()) if d.is_dir() and _image_files(d)]
+        )
+        if not folders:
+            raise InputError(f"{item}: no images (TIFF, PNG, NPY, HDF5) in it or its sub-folders.")
+        for folder in folders:
+            files = _image_files(folder)
+            # One-channel model: every file is a field, unless one is named after the channel.
+            field = _planes_field(model, folder.name, files, exact=False)
+            if field is not None:
+                fields.append(field)
+            else:
+                fields += _file_fields(model, files, channels)
+    if loose:
+        missing = [p for p in loose if not p.exists()]
+        if missing:
+            raise InputError(f"{missing[0]}: no such file or folder. Fix: check the path.")
+        field = None
+        if multi and len(loose) > 1 and not channels:
+            name = os.path.commonprefix([p.stem for p in loose]).rstrip("_-. ") or "field"
+            field = _planes_field(model, name, loose, exact=True)
+        fields += [field] if field is not None else _file_fields(model, loose, channels)
+    if not fields:
         raise InputError(f"no images found in {inputs}: give image files or folders of them.")
-    images = [(p, read_image(p)) for p in paths]
-    in_channels = int(model.in_channels)
-    if in_channels > 1 and len(images) == in_channels and all(i.shape[-1] == 1 for _, i in images):
-        name = os.path.commonprefix([p.stem for p, _ in images]).rstrip("_-") or "field"
-        fields = [(name, np.concatenate([img for _, img in images], axis=-1))]
-    else:
-        fields = list(zip(output_names([p for p, _ in images]), [img for _, img in images]))
+    names = [name for name, _ in fields]
+    if len(set(names)) != len(names):
+        clash = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(
+            f"several inputs would write outputs named {clash[:4]}. Fix: predict them into "
+            "separate -o folders, or rename them."
+        )
     for name, raw in fields:
         try:
-            check_field(raw, in_channels)
+            check_field(raw, int(model.in_channels))
         except InputError as error:
             raise InputError(f"{name}: {error}") from None
     return fields
@@ -436,6 +547,34 @@ def output_names(paths: list) -> list[str]:
             "separate -o folders, or rename them."
         )
     return names
+
+
+def stack_named(model, planes) -> np.ndarray:
+    """``{channel name: (H, W) array}`` -> (H, W, C_in) in the model's channel order.
+
+    Names are matched as `vsgan.io.channels.match_channels` does (case, punctuation and
+    leading zeros ignored); every model channel needs exactly one entry.
+    """
+    from vsgan.io.channels import match_channels
+
+    keys = list(planes)
+    idx = match_channels(list(model.input_channels), keys, exact=True, where="stain")
+    arrays = []
+    for i in idx:
+        a = np.asarray(planes[keys[i]])
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise InputError(
+                f"stain: channel {keys[i]!r} has shape {a.shape}; give one (H, W) plane per name."
+            )
+        arrays.append(a)
+    if len({a.shape for a in arrays}) > 1:
+        raise InputError(
+            f"stain: the planes differ in size {[a.shape for a in arrays]}; give planes of one "
+            "field."
+        )
+    return np.stack(arrays, axis=-1)
 
 
 class _Moments:
@@ -479,7 +618,9 @@ def stain(
     Args:
         model: a `vsgan.Pix2PixHD` (or any object with `generator`, `in_channels`,
             `out_channels`, `input_channels`, `multiple`, `dropout` and `preprocessor`).
-        image: raw field, (H, W) or (H, W, C_in), any numeric dtype, any size.
+        image: raw field, (H, W) or (H, W, C_in) in the model's channel order, any numeric
+            dtype, any size; or a dict ``{channel name: (H, W) plane}`` matched by name to
+            `model.input_channels` (e.g. ``{"bf_focus": a, "bf_plus10um": b, ...}``).
         samples: Monte-Carlo-dropout passes per tile (dropout on); 1 runs the generator once
             deterministically.
         tile_size: tile side in pixels (default 512), rounded up to `model.multiple`.
@@ -508,6 +649,8 @@ def stain(
     samples, batch_size = _whole(samples, "samples"), _whole(batch_size, "batch_size")
     _at_most(samples, "samples", MAX_SAMPLES)
     _at_most(batch_size, "batch_size", 2**16)
+    if isinstance(image, Mapping):
+        image = stack_named(model, image)
     multiple = int(getattr(model, "multiple", 1) or 1)
     raw = check_field(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):

@@ -161,6 +161,9 @@ def _read_tiff(path: Path, series: str | None = None) -> tuple[np.ndarray, list[
         names = None
         if tif.imagej_metadata and "Labels" in tif.imagej_metadata:
             names = list(tif.imagej_metadata["Labels"])
+        elif tif.is_ome and tif.ome_metadata:  # OME-TIFF: <Channel Name="..."> of the image
+            found = re.findall(r"<Channel\b[^>]*?\bName=\"([^\"]*)\"", tif.ome_metadata)
+            names = found or None
     if "Y" not in axes or "X" not in axes:
         raise DataFileError(f"{path}: TIFF series axes {axes!r} have no Y and X.")
     # Every non-spatial axis (pages, Z, C, T, samples) becomes a channel, in stored order.

@@ -229,3 +229,176 @@ def atomic_save(model: keras.Model, path: str | os.PathLike) -> None:
     """`model.save(path)`, atomically (see `vsgan.io.files.atomic_path`)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+class FieldValidation(keras.callbacks.Callback):
+    """Stains the validation fields (or regions) whole each epoch and scores them.
+
+    The fields go through the same tiled `vsgan.stain` as `vsgan predict`, and are scored in
+    stain units as `vsgan evaluate` scores them, so the number means what evaluation means
+    (a mean over random crops, many of them background, does not). Adds
+    `val_field_pearson_r`, `val_field_ssim` and `val_field_psnr` (means over fields and
+    channels) to the epoch logs, so `history.csv` and TensorBoard get them, and renames
+    Keras' crop-level validation metrics to `val_patch_*`. The model of the best epoch by
+    field Pearson r is kept in `best_path` (atomically, with `<best_path>.json` saying which
+    epoch), beside the last one.
+
+    Place it before `CSVLogger` and `TensorBoard` in the callback list.
+
+    Args:
+        regions: ``[(name, raw input (H, W, C_in), raw target (H, W, C_out)), ...]``.
+        best_path: the `.keras` file of the best epoch (None: not kept).
+        tile_size: tile side for `stain` (default: `stain`'s).
+    """
+
+    PATCH_METRICS = ("pearson_r", "ssim", "psnr")
+
+    def __init__(self, regions, best_path=None, tile_size: int | None = None):
+        super().__init__()
+        if not regions:
+            raise VsganError("FieldValidation needs at least one validation field or region.")
+        self.regions = list(regions)
+        self.best_path = None if best_path is None else os.fspath(best_path)
+        self.tile_size = tile_size
+        self.best = -math.inf
+        if self.best_path and os.path.exists(self.best_path + ".json"):
+            try:  # a resumed run keeps the best of its earlier epochs
+                with open(self.best_path + ".json") as f:
+                    self.best = float(json.load(f)["val_field_pearson_r"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+
+    def scores(self) -> dict[str, float]:
+        """Field-level Pearson r, SSIM and PSNR of the current model (means over fields)."""
+        import numpy as np
+
+        from vsgan.evaluation import metrics  # numpy-only metrics; the evaluation's convention
+        from vsgan.inference.stain import stain
+
+        rows = []
+        for _, x, y in self.regions:
+            pred = stain(self.model, x, tile_size=self.tile_size).mean
+            y = np.asarray(y, np.float32)
+            rows.append((metrics.pearson_r(pred, y), metrics.ssim(pred, y), metrics.psnr(pred, y)))
+        r, s, p = (float(np.nanmean(v)) for v in zip(*rows))
+        return {"val_field_pearson_r": r, "val_field_ssim": s, "val_field_psnr": p}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        for name in self.PATCH_METRICS:
+            if f"val_{name}" in logs:
+                logs[f"val_patch_{name}"] = logs.pop(f"val_{name}")
+        found = self.scores()
+        logs.update(found)
+        r = found["val_field_pearson_r"]
+        if self.best_path and math.isfinite(r) and r > self.best:
+            self.best = r
+            atomic_save(self.model, self.best_path)
+            with atomic_path(self.best_path + ".json") as tmp:
+                tmp.write_text(json.dumps({"epoch": epoch + 1, **found}, indent=2))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends training at an epoch boundary within `seconds`, the decay fitted into the budget.
+
+    After each epoch the mean epoch time (the first step and then the first epoch, which
+    trace the graphs, are left out as soon as there are others) says how many epochs fit
+    into the budget; the `LinearDecay` is re-planned to run half of them at the initial rate
+    and decay to 0 over the rest, and
+    training stops after the last epoch that fits, so the run ends with a decayed, saved
+    model. Put it last in the callback list, so its clock includes checkpoints and
+    validation.
+
+    Args:
+        seconds: the budget of this `fit` call.
+        decay: the run's `LinearDecay` (re-planned in place).
+        max_epochs: never plan more epochs than this.
+        verbose: print the plan when it changes.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        decay: LinearDecay | None = None,
+        max_epochs: int = 10**6,
+        verbose: bool = True,
+    ):
+        super().__init__()
+        self.verbose = verbose
+        if not seconds > 0:
+            raise VsganError(f"time limit {seconds!r}: give a positive duration, e.g. 45m.")
+        self.seconds, self.decay, self.max_epochs = float(seconds), decay, int(max_epochs)
+        self.planned: int | None = None
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self.start = time.monotonic()
+        self.first_epoch = None
+        self.ends: list[float] = []
+        self.first_batch_end, self.batches = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        self.first_batch_end, self.batches = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        if self.first_batch_end is None:
+            self.first_batch_end = time.monotonic()
+        self.batches = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        now = time.monotonic()
+        self.ends.append(now)
+        times = [b - a for a, b in zip([self.start, *self.ends[:-1]], self.ends)]
+        if len(times) > 1:
+            per = sum(times[1:]) / len(times[1:])
+        elif self.first_batch_end is not None and self.batches > 1:
+            # The first step traces the graphs (often longer than many steps): leave it out.
+            per = (now - self.first_batch_end) * self.batches / (self.batches - 1)
+        else:
+            per = times[0]
+        left = self.seconds - (now - self.start)
+        total = min(epoch + 1 + max(0, int(left // per)), self.max_epochs)
+        if total != self.planned and self.verbose:
+            print(
+                f"time limit {self.seconds / 60:.0f} min: {total} epochs fit "
+                f"({per:.0f} s each); the learning rate decays to 0 by epoch {total}."
+            )
+        self.planned = total
+        if self.decay is not None:
+            self.decay.niter = total // 2
+            self.decay.niter_decay = total - self.decay.niter
+        if epoch + 1 >= total:
+            self.model.stop_training = True
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds of ``"45m"``, ``"1h30m"``, ``"90s"``, ``"2h"`` or a number of seconds.
+
+    Example:
+    >>> parse_duration("1h30m"), parse_duration("45m"), parse_duration(20)
+    (5400.0, 2700.0, 20.0)
+    """
+    import re
+
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        number = r"(\d+(?:\.\d+)?)"
+        pattern = rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*"
+        parts = re.fullmatch(pattern, str(text).lower())
+        if not parts or not any(parts.groups()):
+            raise VsganError(
+                f"time limit {text!r} is not a duration. Fix: write e.g. 45m, 1h30m, 2h or 600s."
+            )
+        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not seconds > 0:
+        raise VsganError(f"time limit {text!r}: give a positive duration, e.g. 45m.")
+    return seconds

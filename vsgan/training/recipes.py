@@ -7,7 +7,10 @@ A run folder holds everything a run made and needs to go on after a crash:
       model.keras      the whole model after the last finished epoch (written atomically)
       backup/          weights + optimizer state after the last finished epoch: a restarted
                        `train` (even after SIGKILL) resumes from here
-      history.csv      one row of losses and validation metrics per epoch
+      model_best.keras the model of the epoch with the best whole-field validation Pearson r
+                       (`model_best.keras.json` says which epoch)
+      history.csv      one row of losses and validation metrics per epoch: whole-field
+                       `val_field_pearson_r/ssim/psnr`, crop-level `val_patch_*`
       calibration.json the interval calibration fitted on the validation split after
                        training (also stored in model.keras; see vsgan.inference.calibration)
       logs/            TensorBoard scalars and input / target / prediction images per epoch
@@ -30,14 +33,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vsgan.data.normalize import StainPreprocessor
+from vsgan.data.normalize import TARGET_HEADROOM, StainPreprocessor
 from vsgan.errors import InputError, VsganError
 from vsgan.models import Pix2PixHD
 from vsgan.training.callbacks import (
     AtomicBackupAndRestore,
     AtomicCheckpoint,
+    FieldValidation,
+    LinearDecay,
     NanGuard,
     SyncSamplerEpoch,
+    TimeBudget,
     enable_determinism,
     schedules,
 )
@@ -49,9 +55,11 @@ class Recipe:
 
     Args:
         dataset: a name of the dataset registry (`vsgan.datasets.real.BUILDERS`:
-            "isl-condition-b", "mlcp-jurkat", "a549-vscyto2d", "synthetic") or a path to a
-            `PairedDataset` JSON spec.
-        dataset_args: keyword arguments of the dataset's spec constructor.
+            "isl-condition-b", "mlcp-jurkat", "a549-vscyto2d", "synthetic"), a path to a
+            `PairedDataset` JSON spec, or one's own data: a folder, an HCS ``plate.zarr`` or
+            ``file.h5`` (``file.h5::group``), see `own_data_spec`.
+        dataset_args: keyword arguments of the dataset's spec constructor (own data:
+            ``inputs`` and ``targets`` patterns or channel names, optional ``val_fraction``).
         model: `Pix2PixHD` keyword arguments (channel counts and names come from the data).
         patch_size: training crop side (None: whole images, e.g. 40x40 cells).
         batch_size: crops per step.
@@ -66,6 +74,15 @@ class Recipe:
             see benchmarks/README.md) or "float32".
         deterministic: bit-reproducible runs, resumed or not (TensorFlow op determinism,
             one decoding thread); slower on GPU.
+        target_headroom: percentile target normalisations map the training's 99.8th
+            percentile well below the top of the tanh range (`Normalization` headroom), so
+            brighter signal stays predictable. 1: no headroom (the older presets).
+        time_limit: seconds this run may take (`vsgan train --time-limit 45m`): it ends at an
+            epoch boundary with the learning-rate decay fitted into the budget; `epochs` is
+            then an upper bound.
+        init_from: fine-tune: a preset name or `.keras` file whose weights, architecture and
+            normalisation start the run (its channels must match the data's by name).
+        val_tile_size: tile side of the whole-field validation (default: `stain`'s).
     """
 
     dataset: str = "synthetic"
@@ -82,6 +99,10 @@ class Recipe:
     seed: int = 0
     precision: str = "mixed_bfloat16"
     deterministic: bool = False
+    target_headroom: float = TARGET_HEADROOM
+    time_limit: float | None = None
+    init_from: str | None = None
+    val_tile_size: int | None = None
 
     def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +130,12 @@ class Recipe:
         p = self.patch_size
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise InputError(f"recipe patch_size={p!r}: give a whole number of pixels or null.")
+        h = self.target_headroom
+        if isinstance(h, bool) or not isinstance(h, int | float) or not 1 <= h <= 100:
+            raise InputError(f"recipe target_headroom={h!r}: give a number from 1 to 100.")
+        t = self.time_limit
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or t <= 0):
+            raise InputError(f"recipe time_limit={t!r}: give a positive number of seconds.")
         if not isinstance(self.dataset_args, dict) or not isinstance(self.model, dict):
             raise InputError("recipe dataset_args and model must be mappings (JSON objects).")
 
@@ -177,11 +204,190 @@ def get_recipe(path: str | os.PathLike) -> Recipe:
     return Recipe.load(path)
 
 
-def build_spec(recipe: Recipe, data: str | os.PathLike | None = None):
-    """The `PairedDataset` a recipe trains on, with normalisations fitted on training pixels."""
+OWN_DATA_DEFAULTS = dict(
+    model=dict(ngf=16, n_downsample=3, n_blocks=4, ndf=16, num_d=2, dropout=0.2, lambda_l1=10),
+    patch_size=256,
+    batch_size=4,
+    steps_per_epoch=50,
+    epochs=20,
+    precision="float32",
+)
+"""Own-data defaults (`vsgan train --data DIR`): the isl-nuclei preset's architecture and a
+budget of about half an hour on a laptop CPU for 256 px crops (isl-nuclei: 2.5 s a step on two
+cores). float32: bfloat16 is only faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and
+several times slower where it is emulated; `--precision mixed_bfloat16` on those and on GPUs."""
+
+
+def is_own_data(dataset: str) -> bool:
+    """True when a recipe's `dataset` names one's own data (a path), not a registered one."""
+    from vsgan.datasets.real import BUILDERS
+
+    if dataset in BUILDERS or dataset.endswith(".json"):
+        return False
+    path = Path(dataset.split("::")[0])
+    return path.is_dir() or path.suffix.lower() in (".h5", ".hdf5", ".zarr")
+
+
+def own_data_spec(
+    path: str | os.PathLike,
+    inputs: list[str],
+    targets: list[str],
+    *,
+    val_fraction: float = 0.25,
+    min_val_size: int = 0,
+    seed: int = 0,
+    log=print,
+):
+    """The `PairedDataset` of one's own data, split for training.
+
+    Forms:
+        - a folder: fields are its sub-folders holding files for every pattern, or the folder
+          itself is one field; `inputs` / `targets` are glob patterns (``"bf_*.tif"``), each
+          match one channel named by its file stem, in natural order (``z2`` before ``z10``);
+        - ``plate.zarr``: an HCS OME-Zarr plate, `inputs` / `targets` are channel names;
+        - ``file.h5`` or ``file.h5::group``: `inputs` / `targets` are dataset names (stacks
+          (N, H, W) of fields, or single (H, W) images: one field).
+
+    Several fields are split by field (`val_fraction`, at least one validation field); a
+    single field is split by region (`vsgan.data.splits.split_regions`) and `log` says which
+    region validates.
+    """
+    from vsgan.data.normalize import Normalization
+    from vsgan.data.spec import PairedDataset
+    from vsgan.data.splits import split_regions
+
+    if not inputs or not targets:
+        raise InputError(
+            f"{path}: name the inputs and the targets. Fix: add --inputs PATTERN... --targets "
+            "PATTERN... (file patterns in a folder, channel names in a zarr plate, dataset names "
+            "in an HDF5 file)."
+        )
+    text = os.fspath(path)
+    outer, _, group = text.partition("::")
+    suffix = Path(outer).suffix.lower()
+    norms = dict(input_norm=Normalization("percentile"), target_norm=Normalization("percentile"))
+    if suffix == ".zarr":
+        spec = PairedDataset.from_zarr_plate(
+            outer, inputs, targets, val_fraction=val_fraction, seed=seed, **norms
+        )
+    elif suffix in (".h5", ".hdf5"):
+        prefix = f"{group.strip('/')}/" if group else ""
+        spec = PairedDataset.from_hdf5(
+            outer,
+            [prefix + d for d in inputs],
+            [prefix + d for d in targets],
+            val_fraction=val_fraction,
+            seed=seed,
+            **norms,
+        )
+        spec.input_names = [n.removeprefix(prefix) for n in spec.input_names]
+        spec.target_names = [n.removeprefix(prefix) for n in spec.target_names]
+    elif Path(outer).is_dir():
+        try:
+            spec = PairedDataset.from_folder(
+                outer, inputs, targets, val_fraction=val_fraction, seed=seed, **norms
+            )
+        except InputError as error:
+            if "too few fields" not in str(error):
+                raise
+            spec = None
+        if spec is None or len(spec.fields) == 1:
+            spec = PairedDataset.from_folder(outer, inputs, targets, val_fraction=0.0, **norms)
+    else:
+        raise InputError(
+            f"{path}: not a folder, an HCS plate (.zarr) or an HDF5 file (.h5). Fix: give one "
+            "of these to --data."
+        )
+    if len(spec.fields) == 1:
+        field = spec.fields[0]
+        x, _ = field.read()
+        field.split = None
+        field.regions = split_regions(
+            x.shape[0], x.shape[1], val_fraction=val_fraction, min_size=min_val_size
+        )
+        y0, y1, x0, x1 = field.regions["val"][0]
+        log(
+            f"one field ({field.name}, {x.shape[0]}x{x.shape[1]} px): validating on rows "
+            f"{y0}-{y1 - 1}, columns {x0}-{x1 - 1}; training on the rest."
+        )
+    else:
+        val = [f.name for f in spec.fields_in("val")]
+        log(f"{len(spec.fields)} fields: validating on {val}, training on the others.")
+    log(f"channels: {spec.input_names} -> {spec.target_names}")
+    return spec
+
+
+def build_spec(recipe: Recipe, data: str | os.PathLike | None = None, *, log=print):
+    """The `PairedDataset` a recipe trains on, with normalisations fitted on training pixels.
+
+    A percentile target normalisation gets the recipe's `target_headroom`.
+    """
     from vsgan.datasets.real import build
 
-    return build(recipe.dataset, data, **recipe.dataset_args).fit_normalization()
+    if is_own_data(recipe.dataset):
+        args = dict(recipe.dataset_args)
+        args.setdefault("min_val_size", recipe.patch_size or 0)
+        args.setdefault("seed", recipe.seed)
+        try:
+            spec = own_data_spec(recipe.dataset, **args, log=log)
+        except TypeError as error:
+            raise InputError(
+                f"dataset {recipe.dataset!r}: bad arguments {args} ({error})."
+            ) from None
+    else:
+        spec = build(recipe.dataset, data, **recipe.dataset_args)
+    norm = spec.target_norm
+    if norm.method == "percentile" and not norm.per_field and norm.offset is None:
+        norm.headroom = float(recipe.target_headroom)
+    return spec.fit_normalization()
+
+
+def _reorder_like(spec, model) -> None:
+    """Puts the spec's channels in `model`'s order, matched by name; its normalisation too."""
+    from vsgan.io.channels import match_channels
+
+    for role, names, wanted in (
+        ("inputs", spec.input_names, model.input_channels),
+        ("targets", spec.target_names, model.output_channels),
+    ):
+        where = f"--from: the data's {role}"
+        idx = match_channels(list(wanted), names, exact=True, where=where)
+        for field in spec.fields:
+            sources = getattr(field, role)
+            if len(sources) == len(names):
+                setattr(field, role, [sources[i] for i in idx])
+            elif len(sources) == 1:
+                src = sources[0]
+                chosen = src.channels if src.channels is not None else list(range(len(names)))
+                src.channels = [chosen[i] for i in idx]
+            elif idx != list(range(len(names))):
+                raise InputError(f"{where}: cannot reorder field {field.name!r}'s files.")
+        if role == "inputs":
+            spec.input_names = list(wanted)
+        else:
+            spec.target_names = list(wanted)
+    spec.input_norm = model.preprocessor.input
+    spec.target_norm = model.preprocessor.target
+
+
+def pretrained_start(recipe: Recipe, spec) -> Pix2PixHD:
+    """Fine-tuning: the model of `recipe.init_from`, channels of `spec` matched to it by name."""
+    from vsgan.zoo.presets import load_pretrained
+
+    base = load_pretrained(recipe.init_from)
+    try:
+        _reorder_like(spec, base)
+    except InputError as error:
+        raise InputError(
+            f"--from {recipe.init_from}: its channels {base.input_channels} -> "
+            f"{base.output_channels} do not match the data's {spec.input_names} -> "
+            f"{spec.target_names} ({error}). Fix: name the data's files after the model's "
+            "channels, or train from scratch (leave out --from)."
+        ) from None
+    model = Pix2PixHD.from_config(base.get_config())
+    model.set_weights(base.get_weights())
+    model.compile(niter=recipe.niter, niter_decay=recipe.niter_decay)
+    return model
 
 
 def build_model(recipe: Recipe, spec) -> Pix2PixHD:
@@ -323,7 +529,8 @@ def _train(
         enable_determinism(recipe.seed)
     else:
         keras.utils.set_random_seed(recipe.seed)
-    spec = build_spec(recipe, data)
+    spec = build_spec(recipe, data, log=print if verbose != 0 else (lambda *a: None))
+    base_model = pretrained_start(recipe, spec) if recipe.init_from else None
     n_train = max(1, spec.num_fields("train"))
     if recipe.patch_size is None and spec.num_fields("train") < recipe.batch_size:
         raise InputError(
@@ -344,39 +551,61 @@ def _train(
     )
     val_ds = make_dataset(spec, "val", recipe.patch_size, recipe.batch_size, seed=recipe.seed)
     val_ds = val_ds.take(recipe.val_batches).cache()
-    try:
-        x_show, y_show = next(iter(val_ds))
-    except StopIteration:
+    # A known length (counted once, which fills the cache) spares Keras' misleading "Your
+    # input ran out of data" warning at the end of every validation pass.
+    n_val = sum(1 for _ in val_ds)
+    if n_val == 0:
         raise InputError(
             f"the validation split of {recipe.dataset!r} yields no batch of {recipe.batch_size}."
             " Fix: give more data, or a smaller --batch-size."
-        ) from None
+        )
+    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(n_val))
+    x_show, y_show = next(iter(val_ds))
     with strategy.scope():  # variables and optimizers mirrored across replicas
-        model = build_model(recipe, spec)
+        model = base_model or build_model(recipe, spec)
+    fields_val = _validation_regions(spec)
     # Only now that data and model are known to work is the run folder (re)made: only what
     # vsgan wrote is removed, the user's own files stay.
     if overwrite:
         run.clear()
     run.remove_temporaries()  # left by a run killed while saving (the lock is ours)
-    run.record("recipe.json", "model.keras", "backup", "history.csv", "logs")
+    run.record(
+        "recipe.json",
+        "model.keras",
+        "model_best.keras",
+        "model_best.keras.json",
+        "calibration.json",
+        "backup",
+        "history.csv",
+        "logs",
+    )
     (out / "recipe.json").write_text(
         json.dumps({**recipe.get_config(), "data": None if data is None else str(data)}, indent=2)
     )
+    if finished:
+        for path in (out / "model_best.keras", out / "model_best.keras.json"):
+            path.unlink(missing_ok=True)
+    schedule = schedules(model)
     callbacks = [
-        *schedules(model),
+        *schedule,
         SyncSamplerEpoch(train_ds.sampler),
         AtomicBackupAndRestore(backup),
         NanGuard(str(out / "model.keras")),
         AtomicCheckpoint(out / "model.keras"),
+        FieldValidation(fields_val, out / "model_best.keras", recipe.val_tile_size),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
         ImageLogger(str(out / "logs"), x_show.numpy()[:4], y_show.numpy()[:4]),
     ]
+    if recipe.time_limit:
+        decay = next((c for c in schedule if isinstance(c, LinearDecay)), None)
+        callbacks.append(TimeBudget(recipe.time_limit, decay, recipe.epochs, verbose != 0))
     model.fit(
         distribute_dataset(train_ds, strategy),
         validation_data=distribute_dataset(val_ds, strategy),
         epochs=recipe.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the sampler shuffles; Keras would warn that it ignores shuffle=True
         verbose=verbose,
     )
     calibrate_run(model, spec, out)
@@ -401,3 +630,19 @@ def calibrate_run(model: Pix2PixHD, spec, out: Path) -> None:
     with atomic_path(out / "calibration.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(cal.get_config(), indent=1))
     atomic_save(model, out / "model.keras")
+
+
+def _validation_regions(spec, max_regions: int = 16) -> list:
+    """(name, raw input, raw target) of each validation field or region, for `FieldValidation`."""
+    regions = []
+    for field in spec.fields_in("val"):
+        x, y = field.read()
+        for y0, y1, x0, x1 in field.rects("val", x.shape[:2]):
+            regions.append((field.name, x[y0:y1, x0:x1], y[y0:y1, x0:x1]))
+    if not regions:
+        raise InputError(
+            f"{spec.name}: no validation field or region. Fix: give at least two fields, or one "
+            "field large enough to split (val_fraction > 0)."
+        )
+    step = max(1, len(regions) // max_regions)  # thousands of small crops: a fixed sample
+    return regions[::step][:max_regions]
