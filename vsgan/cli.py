@@ -33,6 +33,15 @@ def _fresh_output(path: Path, overwrite: bool, create: bool = True) -> Path:
     return path
 
 
+def _precision_flag(parser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        help="compute precision of the generator (default: bfloat16 where the CPU has "
+        "AVX512-BF16 or AMX and on Ampere or newer GPUs, float32 elsewhere)",
+    )
+
+
 # ------------------------------------------------------------------------------------ train
 def cmd_train(args) -> None:
     from vsgan.training.recipes import get_recipe, train
@@ -73,6 +82,7 @@ def cmd_predict(args) -> None:
             overlap=args.overlap,
             tta=args.tta,
             progress=not args.quiet,
+            precision=args.precision,
         )
         written = write_stain(out / name, result, model.output_channels, args.format, True)
         if args.figure:
@@ -102,6 +112,7 @@ def cmd_evaluate(args) -> None:
         samples=args.samples,
         tile_size=args.tile_size,
         figures=not args.no_figures,
+        precision=args.precision,
     )
     print_table(rows)
     print(f"metrics: {out / 'metrics.csv'} and {out / 'metrics.json'}")
@@ -203,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average flips and rotations")
     p.add_argument("--format", choices=["tiff", "zarr"], default="tiff")
     p.add_argument("--figure", action="store_true", help="also write a PNG panel per field")
+    _precision_flag(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -216,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--no-figures", action="store_true", dest="no_figures")
+    _precision_flag(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -94,6 +94,7 @@ def evaluate_dataset(
     tile_size: int | None = None,
     figures: bool = True,
     dataset_args: dict[str, Any] | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Stains every held-out region of `dataset` and scores it against the measured stain.
 
@@ -107,6 +108,7 @@ def evaluate_dataset(
         tile_size: tile side for `vsgan.stain`.
         figures: write a panel per field (the first 8).
         dataset_args: the dataset builder's arguments (a preset's `dataset_args`).
+        precision: compute precision for `vsgan.stain` (None: the machine's fast one).
 
     Returns:
         One dict of metrics per field (and a final "mean" row).
@@ -129,7 +131,7 @@ def evaluate_dataset(
     rows = []
     for k, (name, x, y) in enumerate(tqdm(regions, desc=f"evaluate {split}", leave=False)):
         name = name if len(regions) < 50 else f"{name}_{k:05d}"
-        result = stain(model, x, samples=samples, tile_size=tile_size)
+        result = stain(model, x, samples=samples, tile_size=tile_size, precision=precision)
         rows.append(
             {"field": name, **score_field(result.mean, y, result.std, model.output_channels)}
         )
