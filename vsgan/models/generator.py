@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from vsgan.models.layers import (
+    Conv2D,
     CropLike,
     CropTopLeft,
     Downsample,
@@ -24,7 +25,7 @@ def _init():
 
 
 def _conv(filters: int, kernel: int, name: str, strides: int = 1) -> keras.layers.Conv2D:
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel, strides=strides, padding="valid", kernel_initializer=_init(), name=name
     )
 
