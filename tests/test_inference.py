@@ -229,13 +229,13 @@ def test_mc_dropout_batches_tiles_and_samples(monkeypatch):
 
     model = Pix2PixHD(1, 1, dropout=0.5, **TINY)
     calls = []
-    original = stain_module.sample
+    original = stain_module._sample
 
-    def spy(m, x, n, **kwargs):
+    def spy(m, x, n, *args):
         calls.append((x.shape[0], n))
-        return original(m, x, n, **kwargs)
+        return original(m, x, n, *args)
 
-    monkeypatch.setattr(stain_module, "sample", spy)
+    monkeypatch.setattr(stain_module, "_sample", spy)
     image = field(90, 90)
     result = stain(model, image, samples=4, tile_size=48, overlap=12, batch_size=8)
     assert result.std.shape == result.mean.shape == (90, 90, 1)
@@ -419,6 +419,10 @@ def test_sampling_runs_the_deterministic_prefix_once_per_tile(monkeypatch):
     chunked = stain_module.sample(model, x, n=6, batch_size=5, precision="float32")
     assert chunked.shape == (6, 2, 24, 20, 1)
     assert prefix_batches[1:] == [2]
+    # stain: 8 samples in chunks of 3 per call, still one prefix pass per tile and view.
+    prefix_batches.clear()
+    result = stain(model, x[0], samples=8, batch_size=3, tta=True, precision="float32")
+    assert prefix_batches == [1] * 8 and result.std.mean() > 1e-4
 
 
 @pytest.mark.parametrize("preset", ["isl-nuclei", "jurkat-dna"])

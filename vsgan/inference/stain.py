@@ -385,8 +385,14 @@ class _Passes:
             self.prefix = traced(lambda x: keras.tree.flatten(prefix(x, training=False)))
             self.rest = traced(lambda feats: rest(list(feats), training=True))
 
-    def sample(self, x: np.ndarray, n: int, batch_size: int) -> np.ndarray:
-        """(n, B, ...) outputs with dropout on; the prefix runs once per image."""
+    def sample(
+        self, x: np.ndarray, n: int, batch_size: int, reuse: dict | None = None
+    ) -> np.ndarray:
+        """(n, B, ...) outputs with dropout on; the prefix runs once per image.
+
+        `reuse` (a dict) keeps the prefix features of the last `x` (by identity), so
+        several calls for more samples of the same batch run the prefix only once.
+        """
         import tensorflow as tf
 
         if self.prefix is None:
@@ -396,8 +402,13 @@ class _Passes:
                 for i in range(0, len(stacked), batch_size)
             ]
             return np.concatenate(outs).reshape(n, *x.shape[:3], -1)
-        parts = [self.prefix(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        feats = [tf.concat(p, axis=0) if len(p) > 1 else p[0] for p in zip(*parts)]
+        if reuse is not None and reuse.get("x") is x:
+            feats = reuse["features"]
+        else:
+            parts = [self.prefix(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            feats = [tf.concat(p, axis=0) if len(p) > 1 else p[0] for p in zip(*parts)]
+            if reuse is not None:
+                reuse.update(x=x, features=feats)
         total, outs = n * len(x), []
         for start in range(0, total, batch_size):
             # Sample-major order, as n stacked copies of the batch.
@@ -455,9 +466,15 @@ def sample(model, x, n: int = 10, batch_size: int = 16, precision: str | None = 
     """
     x = check_batch(model, x)
     n, batch_size = _whole(n, "n"), _whole(batch_size, "batch_size")
-    passes = _passes(model.generator, resolve_precision(precision))
+    return _sample(model, x, n, batch_size, resolve_precision(precision))
+
+
+def _sample(model, x, n, batch_size, precision, reuse=None) -> np.ndarray:
+    """`sample` on a checked batch; `reuse` as in `_Passes.sample`."""
+    passes = _passes(model.generator, precision)
     if passes is not None:
-        return passes.sample(x, n, batch_size).reshape(n, *x.shape[:3], model.out_channels)
+        out = passes.sample(x, n, batch_size, reuse)
+        return out.reshape(n, *x.shape[:3], model.out_channels)
     generator = model.generator  # a plain callable (tests, wrappers)
     stacked = np.concatenate([x] * n, axis=0)
     outs = [
@@ -484,9 +501,11 @@ def _runner(model, samples: int, precision: str):
 
         return run
 
+    reuse: dict = {}  # the prefix runs once per tile batch and view, for all sample chunks
+
     def run(x, n):
         # One generator call for all n samples of the batch.
-        return sample(model, x, n, batch_size=n * len(x), precision=precision)
+        return _sample(model, x, n, n * len(x), precision, reuse)
 
     return run
 
