@@ -14,7 +14,7 @@ class ReflectionPadding2D(keras.layers.Layer):
         padding: pixels added on each side of height and width.
 
     Example:
-    >>> ReflectionPadding2D(3)(keras.ops.ones((1, 8, 8, 1))).shape
+    >>> tuple(ReflectionPadding2D(3)(keras.ops.ones((1, 8, 8, 1))).shape)
     (1, 14, 14, 1)
     """
 
