@@ -186,6 +186,7 @@ class CropTopLeft(keras.layers.Layer):
 
 # Read when a convolution is traced; benchmarks switch it off to measure the native kernels.
 FORWARD_CONV_GRADIENTS = True
+MAX_FORWARD_GRADIENT_FILTERS = 4
 
 
 def _valid_conv(x, kernel):
@@ -225,9 +226,10 @@ class Conv2D(keras.layers.Conv2D):
     The forward pass and the weights are those of `keras.layers.Conv2D` (so checkpoints
     and converters see a plain Conv2D); only the backward pass of stride-1, undilated,
     ungrouped 'valid' convolutions on the TensorFlow backend is computed differently
-    (see `_valid_conv`; measured in benchmarks/README.md: 2-8x faster for the 7x7 input
-    and output convolutions and the 1-channel PatchGAN heads, 1.7x for the residual
-    blocks' 3x3 convolutions, on a 2-core AVX2 CPU). float32 compute only.
+    (see `_valid_conv`; measured in benchmarks/README.md on a 2-core AVX2 CPU: 5-8x
+    faster for the 7x7 output convolutions and the 1-channel PatchGAN heads). Only for
+    layers with at most `MAX_FORWARD_GRADIENT_FILTERS` output channels and float32
+    compute.
     """
 
     def _fast_gradients(self) -> bool:
@@ -239,6 +241,10 @@ class Conv2D(keras.layers.Conv2D):
             and self.padding == "valid"
             and self.groups == 1
             and self.data_format == "channels_last"
+            # Where it was measured to pay: few output channels (the 7x7 output heads and
+            # the PatchGAN 1-channel heads, 5-8x). Wide layers at small sizes (the seed's
+            # 1024-channel residual blocks) lost with the swapped kernel gradient.
+            and self.filters <= MAX_FORWARD_GRADIENT_FILTERS
             # bfloat16: the swapped kernel-gradient convolution sums b*h*w products at
             # bfloat16 accuracy on CPUs without native bf16 (off by several %), so
             # mixed precision keeps TensorFlow's own kernels.
