@@ -18,7 +18,20 @@ batch 4, same compute dtype) measured in the same process just before and after 
 call (target: >= 0.70), and microseconds per pixel (target: flat across sizes); "comp" =
 pixels the generator computed per field pixel (tile overlap), "us/cpx" = microseconds per
 computed pixel.
-`--precision mixed_bfloat16` runs the generator under the bfloat16 policy.
+`--precision` picks stain's compute precision (default: what `stain` picks by itself,
+bfloat16 where the CPU computes it natively, else float32; see
+`vsgan.inference.stain.default_precision`). `--preset NAME` stains with a pretrained
+preset instead of the random compact generator.
+
+Two more modes, each in one process so that their ratios share the load:
+
+    nice -n 10 python benchmarks/bench_stain.py --sampling 8 --preset isl-nuclei
+        Monte-Carlo sampling (`samples=8`) of one 512 px field with the deterministic
+        prefix shared across samples (what stain does) against whole-generator passes per
+        sample, alternated, and the ratio of the two.
+    nice -n 10 python benchmarks/bench_stain.py --quality
+        held-out metrics of every bundled preset (`evaluate_dataset`, all test regions) in
+        float32 and in bfloat16, and their differences (target: |delta Pearson r| < 0.005).
 
 Columns: tiles; seconds of the timed call (after a warm-up that traces the generator);
 Mpx/s; ms per megapixel; peak RSS of the process; "fields" = the field-sized arrays stain
@@ -84,19 +97,19 @@ def _seam_ratio(mean: np.ndarray, grid) -> float:
     return max(ratios) if ratios else float("nan")
 
 
-def run_one(args) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def _precision(args) -> str | None:
+    return None if args.precision == "default" else args.precision
+
+
+def _model(args):
     import keras
 
     import vsgan
-    from vsgan.inference.stain import stain, tile_grid
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import PeakProbe, flops
-
-    keras.mixed_precision.set_global_policy(args.precision)
+    if args.preset:
+        return vsgan.load_pretrained(args.preset)
     keras.utils.set_random_seed(0)
-    model = vsgan.Pix2PixHD(
+    return vsgan.Pix2PixHD(
         1,
         1,
         ngf=args.ngf,
@@ -106,10 +119,29 @@ def run_one(args) -> dict:
         ndf=8,
         num_d=1,
     )
-    kwargs = dict(samples=args.samples, tile_size=args.tile_size, batch_size=args.batch_size)
-    stain(model, _field(1024, seed=1), **kwargs)  # warm-up: traces every batch shape
-    image = _field(args.one)
-    probe = PeakProbe("bfloat16" if args.precision == "mixed_bfloat16" else "float32")
+
+
+def _channels(field: np.ndarray, model) -> np.ndarray:
+    return np.repeat(field[..., None], model.in_channels, axis=-1)
+
+
+def run_one(args) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from vsgan.inference.stain import resolve_precision, stain, tile_grid
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import PeakProbe, flops
+
+    model = _model(args)
+    kwargs = dict(
+        samples=args.samples,
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        precision=_precision(args),
+    )
+    stain(model, _channels(_field(1024, seed=1), model), **kwargs)  # warm-up: traces shapes
+    image = _channels(_field(args.one), model)
+    probe = PeakProbe(resolve_precision(_precision(args)))
     peak_before = probe.measure()
     baseline = _status("VmRSS")
     _reset_peak()
@@ -123,7 +155,7 @@ def run_one(args) -> dict:
     peak_after = probe.measure()
     pixels = args.one**2
     # Analytic convolution FLOPs of every generator pass stain made (tiles x samples).
-    tile_flops = flops(model.generator, (1, *result.tile_shape, 1))
+    tile_flops = flops(model.generator, (1, *result.tile_shape, model.in_channels))
     total_flops = tile_flops * result.tiles * result.samples * result.views
     peak_gflops = (peak_before + peak_after) / 2
     # What stain must hold field-sized: mean (+ std) accumulators and the blending weights.
@@ -152,6 +184,103 @@ def run_one(args) -> dict:
     }
 
 
+def run_sampling(args) -> None:
+    """Shared deterministic prefix vs whole passes per sample, alternated in one process."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import statistics
+
+    from vsgan.inference.stain import _passes, resolve_precision, stain
+    from vsgan.models.generator import split_at_dropout
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import flops, load_line
+
+    model = _model(args)
+    precision = resolve_precision(_precision(args))
+    size = args.sizes[0]
+    image = _channels(_field(size), model)
+    passes = _passes(model.generator, precision)
+    shared_prefix = passes.prefix
+    prefix, _ = split_at_dropout(model.generator)
+    share = flops(prefix, (1, size, size, model.in_channels)) / flops(
+        model.generator, (1, size, size, model.in_channels)
+    )
+    kwargs = dict(samples=args.sampling, tile_size=args.tile_size, batch_size=args.batch_size)
+    print(
+        f"sampling: {args.preset or 'compact generator'}, {size}^2 field, samples "
+        f"{args.sampling}, batch {args.batch_size}, {precision}; the prefix holds "
+        f"{100 * share:.1f} % of the generator's conv FLOPs; {load_line()}"
+    )
+    times = {"shared": [], "whole": []}
+    means = {}
+    for r in range(args.rounds + 1):  # round 0 traces both paths
+        for mode in ("shared", "whole") if r % 2 else ("whole", "shared"):
+            passes.prefix = shared_prefix if mode == "shared" else None
+            start = time.perf_counter()
+            result = stain(model, image, precision=precision, **kwargs)
+            if r:
+                times[mode].append(time.perf_counter() - start)
+            means[mode] = result.mean
+    passes.prefix = shared_prefix
+    for mode, values in times.items():
+        print(f"  {mode:6s} " + " ".join(f"{v:7.2f}" for v in values) + " s")
+    ratios = [w / s for w, s in zip(times["whole"], times["shared"])]
+    print(
+        f"  whole / shared time: median {statistics.median(ratios):.2f}x over {len(ratios)} "
+        f"alternated rounds (upper bound from FLOPs: "
+        f"{1 / (1 - share * (1 - 1 / args.sampling)):.2f}x); |mean difference| "
+        f"{np.abs(means['shared'] - means['whole']).mean():.4f} (different random draws)"
+    )
+    print(f"  {load_line()} at end")
+
+
+def run_quality(args) -> None:
+    """Held-out metrics of the bundled presets in float32 and bfloat16."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    from vsgan.evaluation.report import evaluate_dataset
+    from vsgan.zoo import get_preset, list_pretrained, load_pretrained
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import load_line
+
+    data = os.environ.get("VSGAN_DATA")
+    print(f"quality: held-out ('test') metrics, float32 vs bfloat16; data {data}; {load_line()}")
+    for name in args.presets or list_pretrained():
+        record = get_preset(name)
+        if not record.weights:
+            continue
+        model = load_pretrained(name)
+        rows = {}
+        for precision in ("float32", "bfloat16"):
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = evaluate_dataset(
+                    model,
+                    record.dataset,
+                    data_dir=data,
+                    figures=False,
+                    dataset_args=record.dataset_args,
+                    precision=precision,
+                )
+            rows[precision] = (result[-1], len(result) - 1, time.perf_counter() - start)
+        (a, n, ta), (b, _, tb) = rows["float32"], rows["bfloat16"]
+        for key in sorted(a):
+            if key.split("/")[-1] not in ("pearson_r", "psnr", "ssim", "dice", "f1@0.5"):
+                continue
+            delta = b[key] - a[key]
+            flag = ""
+            if key.endswith("pearson_r"):
+                flag = "  (|delta| < 0.005: " + ("met)" if abs(delta) < 0.005 else "MISSED)")
+            print(
+                f"  {name:12s} {key:32s} float32 {a[key]:8.4f}  bfloat16 {b[key]:8.4f}  "
+                f"delta {delta:+.4f}{flag}"
+            )
+        print(f"  {name:12s} {n} held-out regions; {ta:.0f} s float32, {tb:.0f} s bfloat16")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
@@ -161,16 +290,32 @@ def main(argv=None) -> None:
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--n-downsample", type=int, default=3)
     parser.add_argument("--n-blocks", type=int, default=9)
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument(
+        "--precision", default="default", choices=["default", "float32", "bfloat16", "float16"]
+    )
+    parser.add_argument("--preset", help="stain with this pretrained preset")
+    parser.add_argument("--sampling", type=int, help="compare shared-prefix sampling, N samples")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (--sampling)")
+    parser.add_argument("--quality", action="store_true", help="float32 vs bfloat16 metrics")
+    parser.add_argument("--presets", nargs="+", help="presets for --quality (default: all)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
+    if args.sampling:
+        if args.sizes == [512, 1024, 2048, 4096]:
+            args.sizes = [512]
+        run_sampling(args)
+        return
+    if args.quality:
+        run_quality(args)
+        return
     if args.one:
         print(json.dumps(run_one(args)))
         return
 
     print(
         f"vsgan.stain: Pix2PixHD global generator ngf={args.ngf} n_downsample="
-        f"{args.n_downsample} n_blocks={args.n_blocks}, 1->1 channel, {args.precision}; tile "
+        f"{args.n_downsample} n_blocks={args.n_blocks}, 1->1 channel (or preset "
+        f"{args.preset}), precision {args.precision}; tile "
         f"{args.tile_size}, overlap {args.tile_size // 4}, batch {args.batch_size}, "
         f"samples {args.samples}; {os.cpu_count()} CPUs"
     )
@@ -189,7 +334,7 @@ def main(argv=None) -> None:
         f"--n-downsample={args.n_downsample}",
         f"--n-blocks={args.n_blocks}",
         f"--precision={args.precision}",
-    ]
+    ] + ([f"--preset={args.preset}"] if args.preset else [])
     for size in args.sizes:
         out = subprocess.run(
             child + passthrough + [f"--one={size}"], capture_output=True, text=True, check=False

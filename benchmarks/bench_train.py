@@ -17,6 +17,15 @@ Configurations:
     nice -n 10 python benchmarks/bench_train.py --config compact --precision mixed_bfloat16
     nice -n 10 python benchmarks/bench_train.py --config none --quality   # bf16 quality check
 
+`--ab-conv-gradients` times the float32 step with `vsgan.models.layers.Conv2D`'s forward-
+convolution gradients against TensorFlow's own Conv2DBackpropInput / -Filter kernels
+(two identically initialised models in one process, steps alternated) and checks that one
+step from the same weights and batch gives the same weights. `--profile` runs the
+TensorFlow profiler over one step and prints the op types and the ops that take longest.
+
+    nice -n 10 python benchmarks/bench_train.py --config compact --ab-conv-gradients
+    nice -n 10 python benchmarks/bench_train.py --config seed --batch 1 --profile
+
 `--quality` trains a tiny model on synthetic cells for `--quality-steps` steps in float32
 and in mixed_bfloat16 (same seeds, same batches) and compares validation PSNR / SSIM /
 Pearson r; two seeds per precision show the seed-to-seed noise.
@@ -133,6 +142,96 @@ def print_speed(config: str, results: dict, size: int, batch: int, repeats: int)
         )
 
 
+def ab_conv_gradients(config: str, size: int, batch: int, repeats: int) -> None:
+    """Forward-convolution gradients (vsgan Conv2D) vs TensorFlow's backprop kernels."""
+    import numpy as np
+
+    from vsgan.models import layers
+
+    rng = np.random.default_rng(0)
+    c = CONFIGS[config]
+    x = rng.standard_normal((batch, size, size, c["in_channels"])).astype("float32")
+    y = np.tanh(rng.standard_normal((batch, size, size, c["out_channels"]))).astype("float32")
+    models = {}
+    for mode in ("native", "forward"):
+        layers.FORWARD_CONV_GRADIENTS = mode == "forward"
+        model = _build(config, "float32")
+        models[mode] = model
+        model.train_on_batch(x, y)  # traces with the flag as set now
+    layers.FORWARD_CONV_GRADIENTS = True
+    # Same numbers: one step from the same weights and batch.
+    start = models["native"].get_weights()
+    models["forward"].set_weights(start)
+    for opt in ("g_optimizer", "d_optimizer"):
+        for a, b in zip(
+            getattr(models["native"], opt).variables, getattr(models["forward"], opt).variables
+        ):
+            b.assign(a)
+    for model in models.values():
+        model.train_on_batch(x, y)
+    after = [m.get_weights() for m in models.values()]
+    step = max(float(np.abs(a - s0).max()) for a, s0 in zip(after[0], start))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(*after))
+    print(
+        f"{config}: one step from the same weights: max |weight update| {step:.2e}, max "
+        f"|difference native vs forward-gradient weights| {diff:.2e}",
+        flush=True,
+    )
+    times = {mode: [] for mode in models}
+    for r in range(repeats):
+        for mode in ("native", "forward") if r % 2 == 0 else ("forward", "native"):
+            times[mode].append(time_call(lambda m=models[mode]: m.train_on_batch(x, y)))
+    for mode, values in times.items():
+        print(f"  {mode:8s} " + " ".join(f"{1e3 * v / batch:7.0f}" for v in values) + " ms/sample")
+    ratio = statistics.median(a / b for a, b in zip(times["native"], times["forward"]))
+    print(f"  native / forward-gradient step time: {ratio:.2f}x (median of {repeats} pairs)")
+
+
+def profile(config: str, size: int, batch: int, precision: str, top: int = 25) -> None:
+    """Op types and single ops by time in one profiled step (TensorFlow profiler)."""
+    import collections
+    import glob
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    rng = np.random.default_rng(0)
+    c = CONFIGS[config]
+    x = rng.standard_normal((batch, size, size, c["in_channels"])).astype("float32")
+    y = np.tanh(rng.standard_normal((batch, size, size, c["out_channels"]))).astype("float32")
+    model = _build(config, precision)
+    model.train_on_batch(x, y), model.train_on_batch(x, y)
+    logdir = tempfile.mkdtemp(prefix="vsgan-profile-")
+    tf.profiler.experimental.start(logdir)
+    wall = time_call(lambda: model.train_on_batch(x, y))
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    path = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    by_type, by_op = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and not name.startswith("__inference"):
+                    op, kind = name.rsplit(":", 1)
+                    by_type[kind] += event.duration_ps / 1e9
+                    by_op[name] += event.duration_ps / 1e9
+    total = sum(by_type.values())
+    print(
+        f"profile {config} {precision} {size}^2 batch {batch}: step {1e3 * wall:.0f} ms wall, "
+        f"{total:.0f} ms summed over ops (threads overlap)"
+    )
+    for kind, ms in by_type.most_common(top):
+        print(f"  {kind:32s} {ms:9.1f} ms {100 * ms / total:5.1f} %")
+    print("  longest ops:")
+    for name, ms in by_op.most_common(top):
+        print(f"  {ms:9.1f} ms  {name[-100:]}")
+
+
 def quality(steps: int, seeds=(0, 1)) -> None:
     """Short seeded runs in float32 and mixed_bfloat16 on synthetic cells; val metrics."""
     import keras
@@ -206,6 +305,8 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--quality", action="store_true", help="run the bf16 quality check")
     parser.add_argument("--quality-steps", type=int, default=300)
+    parser.add_argument("--ab-conv-gradients", action="store_true", dest="ab")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -220,6 +321,13 @@ def main(argv=None) -> None:
         if config == "none":
             continue
         repeats = args.repeats or (3 if config == "seed" else 7)
+        if args.ab or args.profile:
+            if args.ab:
+                ab_conv_gradients(config, args.size, args.batch, repeats)
+            if args.profile:
+                for precision in args.precision:
+                    profile(config, args.size, args.batch, precision)
+            continue
         results = bench_config(config, args.precision, args.size, args.batch, repeats)
         print_speed(config, results, args.size, args.batch, repeats)
     if args.quality:

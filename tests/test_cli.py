@@ -83,6 +83,19 @@ def test_predict_writes_named_tiffs_with_uncertainty_and_a_figure(tiny_model, fi
     assert nuclei_std.max() > 0
 
 
+def test_predict_precision_flag_overrides_and_is_checked(tiny_model, field, tmp_path):
+    outputs = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        run = vsgan_cli("predict", tiny_model, field, "-o", out, "--precision", precision)
+        assert run.returncode == 0, run.stderr
+        outputs[precision] = tifffile.imread(out / "field_nuclei_prediction.tif")
+    difference = np.abs(outputs["bfloat16"] - outputs["float32"])
+    assert 0 < difference.max() < 0.05 * 4400  # computed in bfloat16, and close
+    run = vsgan_cli("predict", tiny_model, field, "-o", tmp_path / "x", "--precision", "int8")
+    assert run.returncode == 2 and "--precision" in run.stderr
+
+
 def test_predict_refuses_to_overwrite_and_writes_ome_zarr_when_asked(tiny_model, field, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import vsgan.inference.stain as stain_module
 from conftest import TINY
 from vsgan.data.normalize import Normalization, StainPreprocessor
 from vsgan.errors import InputError
@@ -223,17 +224,15 @@ def test_samples_give_mean_and_sample_std(batch_size):
 
 
 def test_mc_dropout_batches_tiles_and_samples(monkeypatch):
-    import vsgan.inference.stain as stain_module
-
     model = Pix2PixHD(1, 1, dropout=0.5, **TINY)
     calls = []
-    original = stain_module.sample
+    original = stain_module._sample
 
-    def spy(m, x, n, **kwargs):
+    def spy(m, x, n, *args):
         calls.append((x.shape[0], n))
-        return original(m, x, n, **kwargs)
+        return original(m, x, n, *args)
 
-    monkeypatch.setattr(stain_module, "sample", spy)
+    monkeypatch.setattr(stain_module, "_sample", spy)
     image = field(90, 90)
     result = stain(model, image, samples=4, tile_size=48, overlap=12, batch_size=8)
     assert result.std.shape == result.mean.shape == (90, 90, 1)
@@ -367,3 +366,117 @@ def test_sample_draws_distinct_samples_only_with_dropout():
     samples = sample(without, x, n=3)
     np.testing.assert_allclose(samples[0], samples[2], atol=1e-6)
     np.testing.assert_allclose(samples[1], without.generator.predict(x, verbose=0), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- precision
+
+
+def test_default_precision_follows_the_cpu_and_the_environment(tmp_path, monkeypatch):
+    with_bf16 = tmp_path / "amx"
+    with_bf16.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    without = tmp_path / "avx2"
+    without.write_text("processor : 0\nflags : fpu sse avx avx2 fma\n")
+    assert stain_module._cpu_has_bf16(str(with_bf16))
+    assert not stain_module._cpu_has_bf16(str(without))
+    assert not stain_module._cpu_has_bf16(str(tmp_path / "missing"))
+    monkeypatch.setenv("VSGAN_PRECISION", "mixed_bfloat16")
+    assert stain_module.default_precision() == "bfloat16"
+    monkeypatch.delenv("VSGAN_PRECISION")
+    expected = "bfloat16" if stain_module._cpu_has_bf16() else "float32"
+    assert stain_module.default_precision() == expected  # no GPU in the test environment
+
+
+def test_unknown_precision_is_refused():
+    model = Pix2PixHD(1, 1, **TINY)
+    with pytest.raises(InputError, match="precision='int8'.*Fix"):
+        stain(model, field(32, 32), precision="int8")
+
+
+def _policies(model):
+    layers = model.generator._flatten_layers(include_self=False, recursive=True)
+    return [layer.dtype_policy.name for layer in layers]
+
+
+def test_precision_overrides_without_touching_the_model_or_the_global_policy():
+    model = Pix2PixHD(1, 1, dropout=0.2, **TINY)
+    image = field(64, 80)
+    policies, weights = _policies(model), model.generator.get_weights()
+    exact = stain(model, image, precision="float32").mean
+    fast = stain(model, image, precision="bfloat16")
+    assert fast.mean.dtype == np.float32
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert _policies(model) == policies
+    for before, after in zip(weights, model.generator.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    difference = np.abs(fast.mean - exact)
+    assert 0 < difference.max() < 0.05 * np.ptp(exact)  # really bfloat16, and close
+    # Weight changes after the first pass show up in the cached bfloat16 pass.
+    model.generator.set_weights([w * 0.5 for w in weights])
+    assert np.abs(stain(model, image, precision="bfloat16").mean - fast.mean).max() > 1e-3
+
+    # A model built under a bfloat16 policy stains in exact float32 when asked.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = Pix2PixHD(1, 1, dropout=0.2, **TINY)
+    keras.mixed_precision.set_global_policy("float32")
+    mixed.generator.set_weights(weights)
+    model.generator.set_weights(weights)
+    np.testing.assert_allclose(stain(mixed, image, precision="float32").mean, exact, atol=1e-5)
+
+
+def test_sampling_runs_the_deterministic_prefix_once_per_tile(monkeypatch):
+    model = Pix2PixHD(1, 1, dropout=0.5, **TINY)
+    x = np.random.default_rng(3).normal(size=(2, 24, 20, 1)).astype("float32")
+    passes = stain_module._passes(model.generator, "float32")
+    prefix_batches = []
+    prefix = passes.prefix
+    monkeypatch.setattr(passes, "prefix", lambda t: prefix_batches.append(len(t)) or prefix(t))
+    layers = model.generator._flatten_layers(include_self=False, recursive=True)
+    states = [v.seed_generator.state for v in layers if isinstance(v, keras.layers.Dropout)]
+    saved = [s.numpy() for s in states]
+    shared = stain_module.sample(model, x, n=6, batch_size=12, precision="float32")
+    assert prefix_batches == [2]  # 2 images, 6 samples: the prefix ran once per image
+    for state, value in zip(states, saved):
+        state.assign(value)
+    whole = np.asarray(model.generator(np.concatenate([x] * 6), training=True))
+    # Same random state, same masks: the shared prefix changes nothing but the time.
+    np.testing.assert_allclose(shared.reshape(whole.shape), whole, atol=2e-6)
+    assert shared.std(axis=0).mean() > 1e-3
+    # Small generator batches: the prefix features are gathered per chunk, in order.
+    chunked = stain_module.sample(model, x, n=6, batch_size=5, precision="float32")
+    assert chunked.shape == (6, 2, 24, 20, 1)
+    assert prefix_batches[1:] == [2]
+    # stain: 8 samples in chunks of 3 per call, still one prefix pass per tile and view.
+    prefix_batches.clear()
+    result = stain(model, x[0], samples=8, batch_size=3, tta=True, precision="float32")
+    assert prefix_batches == [1] * 8 and result.std.mean() > 1e-4
+
+
+@pytest.mark.parametrize("preset", ["isl-nuclei", "jurkat-dna"])
+def test_presets_in_bfloat16_score_within_0005_pearson_r_of_float32(preset, data_dir):
+    """A small held-out case; benchmarks/README.md has the full held-out figures."""
+    from vsgan.evaluation.metrics import pearson_r
+    from vsgan.evaluation.report import dataset_for_model
+    from vsgan.zoo import get_preset, load_pretrained
+
+    model, record = load_pretrained(preset), get_preset(preset)
+    spec, x_idx, y_idx = dataset_for_model(
+        model, record.dataset, data_dir, **(record.dataset_args or {})
+    )
+    crops = []
+    for f in spec.fields_in("test"):
+        x, y = f.read()
+        y0, y1, x0, x1 = next(iter(f.rects("test", x.shape[:2])))
+        size = min(128, y1 - y0, x1 - x0)
+        cy, cx = (y0 + y1 - size) // 2, (x0 + x1 - size) // 2
+        window = (slice(cy, cy + size), slice(cx, cx + size))
+        crops.append((x[window][..., x_idx], y[window][..., y_idx]))
+        if sum(c[0].shape[0] * c[0].shape[1] for c in crops) >= 128 * 128:
+            break
+    r = {}
+    for precision in ("float32", "bfloat16"):
+        preds = [stain(model, x, precision=precision).mean for x, _ in crops]
+        pred = np.concatenate([p.reshape(-1, p.shape[-1]) for p in preds])
+        target = np.concatenate([t.reshape(-1, t.shape[-1]) for _, t in crops])
+        r[precision] = pearson_r(pred[:, None], target[:, None])
+    assert r["float32"] > 0.3  # the crop holds signal
+    assert abs(r["bfloat16"] - r["float32"]) < 0.005, r

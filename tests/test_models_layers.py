@@ -68,3 +68,34 @@ def test_pad_to_multiple_and_crop_back(h, w):
     assert padded.shape[2] == max(-(-w // 16) * 16, 32)
     np.testing.assert_array_equal(padded[:, :h, :w], x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(CropLike()([padded, x])), x)
+
+
+@pytest.mark.parametrize(
+    "shape, filters, kernel, strides",
+    [((2, 19, 23, 5), 1, 7, 1), ((1, 12, 12, 3), 4, 4, 1), ((2, 16, 16, 4), 6, 3, 2)],
+)
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_conv2d_gradients_as_forward_convs_equal_keras(shape, filters, kernel, strides, policy):
+    import tensorflow as tf
+
+    from vsgan.models import layers
+
+    keras.mixed_precision.set_global_policy(policy)
+    ours = layers.Conv2D(filters, kernel, strides=strides)
+    reference = keras.layers.Conv2D(filters, kernel, strides=strides)
+    x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
+    ours.build(shape), reference.build(shape)
+    reference.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in ours.weights])
+    ours.set_weights(reference.get_weights())
+    assert ours._fast_gradients() == (strides == 1 and policy == "float32")
+    results = []
+    for layer in (ours, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x), tf.float32)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    tol = 1e-5 if policy == "float32" else 2e-2
+    for a, b in zip(*results):
+        scale = float(tf.reduce_max(tf.abs(b)))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol * scale)

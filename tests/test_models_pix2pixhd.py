@@ -95,3 +95,45 @@ def test_split_outputs_builds_one_generator_per_stain():
 def test_bad_constructor_arguments_say_what_to_fix(kwargs, message):
     with pytest.raises((InputError, ValueError), match=message):
         vsgan.Pix2PixHD(**{"in_channels": 1, "out_channels": 1, **TINY, **kwargs})
+
+
+def _dropout_states(generator):
+    layers = generator._flatten_layers(include_self=False, recursive=True)
+    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    return [layer.seed_generator.state for layer in drops]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(n_local_enhancers=1, n_blocks_local=1), dict(split_outputs=True)],
+    ids=["global", "local_enhancer", "split_outputs"],
+)
+def test_split_at_dropout_recomposes_the_generator_in_both_modes(config):
+    from vsgan.models.generator import split_at_dropout
+
+    g = vsgan.Pix2PixHD(2, 2, dropout=0.5, **{**TINY, **config}).generator
+    prefix, rest = split_at_dropout(g)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in prefix._flatten_layers())
+    # The layers are shared, not copied: the two halves use the generator's own weights.
+    ids = {id(v) for v in g.weights}
+    assert {id(v) for v in prefix.weights + rest.weights} <= ids
+    x = rng.normal(size=(3, 21, 26, 2)).astype("float32")
+    feats = prefix(x)
+    np.testing.assert_array_equal(np.asarray(rest(feats)), np.asarray(g(x)))
+    # With dropout on and the same random state, the very same masks are drawn.
+    states = [s.numpy() for s in _dropout_states(g)]
+    whole = np.asarray(g(x, training=True))
+    for state, value in zip(_dropout_states(g), states):
+        state.assign(value)
+    split = np.asarray(rest(feats, training=True))
+    np.testing.assert_allclose(split, whole, atol=1e-6)
+    assert np.abs(whole - np.asarray(g(x))).max() > 1e-3  # dropout really was on
+    if config.get("n_local_enhancers"):  # the enhancer's front end is deterministic too
+        assert any(layer.name == "local1_down_conv" for layer in prefix.layers)
+    g.set_weights([w * 0.5 for w in g.get_weights()])  # later weights are seen by both
+    np.testing.assert_array_equal(np.asarray(rest(prefix(x))), np.asarray(g(x)))
+
+
+def test_split_at_dropout_is_none_without_dropout():
+    g = vsgan.GlobalGenerator(1, 1, ngf=8, n_downsample=2, n_blocks=1)
+    assert g.split_at_dropout() is None

@@ -52,6 +52,15 @@ def _separate_output(output: Path, inputs: list[str]) -> None:
             )
 
 
+def _precision_flag(parser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        help="compute precision of the generator (default: bfloat16 where the CPU has "
+        "AVX512-BF16 or AMX and on Ampere or newer GPUs, float32 elsewhere)",
+    )
+
+
 # ------------------------------------------------------------------------------------ train
 _ARCHITECTURE = ("ngf", "n_downsample", "n_blocks", "ndf", "num_d", "dropout")
 
@@ -231,6 +240,7 @@ def cmd_predict(args) -> None:
             overlap=args.overlap,
             tta=args.tta,
             progress=not args.quiet,
+            precision=args.precision,
         )
         bounds = None if args.interval is None else result.interval(args.interval)
         written = write_stain(
@@ -270,6 +280,7 @@ def cmd_evaluate(args) -> None:
         samples=args.samples,
         tile_size=args.tile_size,
         figures=not args.no_figures,
+        precision=args.precision,
     )
     print_table(rows)
     print(f"metrics: {out / 'metrics.csv'} and {out / 'metrics.json'}")
@@ -507,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stain the I-th of N disjoint subsets of a plate's fields into one shared output",
     )
     p.add_argument("--figure", action="store_true", help="also write a PNG panel per field")
+    _precision_flag(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -531,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--no-figures", action="store_true", dest="no_figures")
+    _precision_flag(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -141,6 +141,7 @@ def evaluate_dataset(
     tile_size: int | None = None,
     figures: bool = True,
     dataset_args: dict[str, Any] | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Stains every held-out region of `dataset` and scores it against the measured stain.
 
@@ -155,6 +156,7 @@ def evaluate_dataset(
         tile_size: tile side for `vsgan.stain`.
         figures: write a panel per field (the first 8).
         dataset_args: the dataset builder's arguments (a preset's `dataset_args`).
+        precision: compute precision for `vsgan.stain` (None: the machine's fast one).
 
     Returns:
         One dict of metrics per field (and a final "mean" row). With an uncertainty,
@@ -193,7 +195,7 @@ def evaluate_dataset(
     pixels, drawn = 0, set()
     for k, (name, x, y) in enumerate(tqdm(regions, desc=f"evaluate {split}", leave=False)):
         name = name if len(regions) < 50 else f"{name}_{k:05d}"
-        result = stain(model, x, samples=samples, tile_size=tile_size)
+        result = stain(model, x, samples=samples, tile_size=tile_size, precision=precision)
         interval = interval_of(result)
         row = score_field(result.mean, y, result.std, model.output_channels, interval)
         rows.append({"field": name, **row})

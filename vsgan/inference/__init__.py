@@ -8,6 +8,7 @@ __getattr__, __dir__ = _lazy.attributes(
     {
         "StainResult": ".stain",
         "TileGrid": ".stain",
+        "default_precision": ".stain",
         "sample": ".stain",
         "tile_grid": ".stain",
         "export_generator": ".export",

@@ -23,6 +23,7 @@ field only the output accumulators are field-sized.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import warnings
@@ -41,6 +42,8 @@ __all__ = [
     "check_batch",
     "read_fields",
     "stack_named",
+    "default_precision",
+    "resolve_precision",
     "sample",
     "stain",
     "tile_grid",
@@ -310,29 +313,214 @@ def _at_most(value: int, name: str, high: int) -> None:
         raise InputError(f"{name}={value}: give at most {high}.")
 
 
-def _stochastic_pass(generator):
-    """A traced `generator(x, training=True)` (dropout on), cached on the generator."""
-    fn = getattr(generator, "_vsgan_stochastic_pass", None)
-    if fn is None:
-        import keras
+# ------------------------------------------------------------------------------ precision
+PRECISIONS = ("float32", "bfloat16", "float16")
+_PRECISION_ALIASES = {
+    "mixed_bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "mixed_float16": "float16",
+    "fp16": "float16",
+    "fp32": "float32",
+}
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# Layers that keep their own dtype in a fast-precision pass: the output head's tanh and
+# the crop / concatenation after it stay float32, as under mixed-precision training.
+_KEEP_DTYPE = ("Activation", "CropLike", "Concatenate", "InputLayer")
 
-        if not isinstance(generator, keras.Layer):  # a plain callable (tests, wrappers)
-            return lambda x: generator(x, training=True)
+
+def _cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def default_precision() -> str:
+    """The fastest precision this machine computes the generator in without quality loss.
+
+    bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX: elsewhere
+    TensorFlow emulates it, several times slower than float32), on GPUs bfloat16 from
+    compute capability 8.0 (Ampere) and float16 on 7.x (tensor cores), float32 otherwise.
+    The environment variable `VSGAN_PRECISION` overrides the choice.
+    """
+    env = os.environ.get("VSGAN_PRECISION")
+    return resolve_precision(env) if env else _hardware_precision()
+
+
+@functools.cache
+def _hardware_precision() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            capability = tf.config.experimental.get_device_details(gpus[0]).get(
+                "compute_capability", (0, 0)
+            )
+        except Exception:  # a device without details: stay exact
+            capability = (0, 0)
+        if capability >= (8, 0):
+            return "bfloat16"
+        return "float16" if capability >= (7, 0) else "float32"
+    return "bfloat16" if _cpu_has_bf16() else "float32"
+
+
+def resolve_precision(precision: str | None) -> str:
+    """ "float32", "bfloat16" or "float16" for `precision` (None: `default_precision()`).
+
+    Example:
+    >>> resolve_precision("mixed_bfloat16")
+    'bfloat16'
+    """
+    if precision is None:
+        return default_precision()
+    name = _PRECISION_ALIASES.get(str(precision).lower(), str(precision).lower())
+    if name not in PRECISIONS:
+        raise InputError(
+            f"precision={precision!r} is not known. Fix: give one of {', '.join(PRECISIONS)}, "
+            "or None for the fastest exact-enough one on this machine."
+        )
+    return name
+
+
+def _compute_dtype(generator) -> str:
+    """The compute dtype of the generator's convolutions (what it was built with)."""
+    import keras
+
+    for layer in generator._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose):
+            return layer.compute_dtype
+    return generator.compute_dtype
+
+
+class _Passes:
+    """The generator's traced passes in one precision, and the split for sampling.
+
+    A pass in another precision than the generator was built in does not copy the
+    model: while TensorFlow traces the pass, the generator's layers compute in that
+    precision (their float32 variables are cast as under a mixed policy), and the traced
+    graph keeps it; the layers are put back right after, so the caller's model, its
+    weights and the global Keras policy are untouched, and weight updates show up in the
+    next pass. Instance-norm statistics are float32 in every precision; outputs are
+    float32. (Not meant for a model another thread traces at the same moment.)
+    """
+
+    def __init__(self, generator, precision: str):
+        import keras
         import tensorflow as tf
 
-        fn = tf.function(lambda x: generator(x, training=True), reduce_retracing=True)
-        generator._vsgan_stochastic_pass = fn
-    return fn
+        from vsgan.models.generator import split_at_dropout
+
+        policy = keras.dtype_policies.get(_POLICIES[precision])
+        switch = _compute_dtype(generator) != policy.compute_dtype
+        layers = (
+            [
+                layer
+                for layer in generator._flatten_layers(include_self=False, recursive=True)
+                if not isinstance(layer, keras.Model) and type(layer).__name__ not in _KEEP_DTYPE
+            ]
+            if switch
+            else []
+        )
+
+        def traced(fn):
+            def body(*args):
+                saved = [layer._dtype_policy for layer in layers]
+                try:
+                    for layer in layers:
+                        layer._dtype_policy = policy
+                    return keras.tree.map_structure(lambda t: tf.cast(t, tf.float32), fn(*args))
+                finally:
+                    for layer, old in zip(layers, saved):
+                        layer._dtype_policy = old
+
+            return tf.function(body, reduce_retracing=True)
+
+        self.forward = traced(lambda x: generator(x, training=False))
+        self.random_forward = traced(lambda x: generator(x, training=True))
+        try:
+            split = split_at_dropout(generator)
+        except Exception:  # not a functional graph: sample whole passes
+            split = None
+        self.prefix = self.rest = None
+        if split is not None:
+            prefix, rest = split
+            self.prefix = traced(lambda x: keras.tree.flatten(prefix(x, training=False)))
+            self.rest = traced(lambda feats: rest(list(feats), training=True))
+
+    def sample(
+        self, x: np.ndarray, n: int, batch_size: int, reuse: dict | None = None
+    ) -> np.ndarray:
+        """(n, B, ...) outputs with dropout on; the prefix runs once per image.
+
+        `reuse` (a dict) keeps the prefix features of the last `x` (by identity), so
+        several calls for more samples of the same batch run the prefix only once.
+        """
+        import tensorflow as tf
+
+        if self.prefix is None:
+            stacked = np.concatenate([x] * n, axis=0)
+            outs = [
+                np.asarray(self.random_forward(stacked[i : i + batch_size]))
+                for i in range(0, len(stacked), batch_size)
+            ]
+            return np.concatenate(outs).reshape(n, *x.shape[:3], -1)
+        if reuse is not None and reuse.get("x") is x:
+            feats = reuse["features"]
+        else:
+            parts = [self.prefix(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            feats = [tf.concat(p, axis=0) if len(p) > 1 else p[0] for p in zip(*parts)]
+            if reuse is not None:
+                reuse.update(x=x, features=feats)
+        total, outs = n * len(x), []
+        for start in range(0, total, batch_size):
+            # Sample-major order, as n stacked copies of the batch.
+            index = np.arange(start, min(start + batch_size, total)) % len(x)
+            outs.append(np.asarray(self.rest([tf.gather(f, index) for f in feats])))
+        return np.concatenate(outs).reshape(n, *x.shape[:3], -1)
 
 
-def sample(model, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
+class _PassCache:
+    """Holds a generator's `_Passes` per precision; set with `object.__setattr__` so Keras
+    neither tracks it as a sub-layer nor saves it (its saver skips plain objects)."""
+
+    def __init__(self):
+        self.by_precision: dict[str, _Passes] = {}
+
+
+def _passes(generator, precision: str) -> _Passes | None:
+    """The cached passes of a Keras generator; None for a plain callable."""
+    import keras
+
+    if not isinstance(generator, keras.Model):
+        return None
+    cache = generator.__dict__.get("_vsgan_passes")
+    if cache is None:
+        cache = _PassCache()
+        object.__setattr__(generator, "_vsgan_passes", cache)
+    if precision not in cache.by_precision:
+        cache.by_precision[precision] = _Passes(generator, precision)
+    return cache.by_precision[precision]
+
+
+def sample(model, x, n: int = 10, batch_size: int = 16, precision: str | None = None) -> np.ndarray:
     """Draws `n` Monte-Carlo-dropout predictions per image, in batched passes.
+
+    The layers before the first dropout (stem and downsampling) give the same result for
+    every sample: they run once per image, and their output is repeated for the samples.
 
     Args:
         model: a `vsgan.Pix2PixHD`.
         x: (B, H, W, C) or (H, W, C) input in model units.
         n: number of samples.
         batch_size: images per generator call.
+        precision: "float32", "bfloat16" or "float16"; None picks the machine's fast one
+            (see `default_precision`).
 
     Returns:
         float32 array (n, B, H, W, out_channels). Without dropout all samples are equal:
@@ -347,28 +535,46 @@ def sample(model, x, n: int = 10, batch_size: int = 16) -> np.ndarray:
     x = check_batch(model, x)
     n, batch_size = _whole(n, "n"), _whole(batch_size, "batch_size")
     _at_most(n, "n", MAX_SAMPLES)
+    return _sample(model, x, n, batch_size, resolve_precision(precision))
+
+
+def _sample(model, x, n, batch_size, precision, reuse=None) -> np.ndarray:
+    """`sample` on a checked batch; `reuse` as in `_Passes.sample`."""
+    passes = _passes(model.generator, precision)
+    if passes is not None:
+        out = passes.sample(x, n, batch_size, reuse)
+        return out.reshape(n, *x.shape[:3], model.out_channels)
+    generator = model.generator  # a plain callable (tests, wrappers)
     stacked = np.concatenate([x] * n, axis=0)
-    run = _stochastic_pass(model.generator)
     outs = [
-        np.asarray(run(stacked[i : i + batch_size]), np.float32)
+        np.asarray(generator(stacked[i : i + batch_size], training=True), np.float32)
         for i in range(0, len(stacked), batch_size)
     ]
     return np.concatenate(outs).reshape(n, *x.shape[:3], model.out_channels)
 
 
-def _runner(model, samples: int):
+def _runner(model, samples: int, precision: str):
     """fn(x (B, H, W, C) float32, n) -> (n, B, H, W, C_out) model-unit outputs."""
     generator = model.generator
     if samples == 1:
+        passes = _passes(generator, precision)
+        if passes is None:
 
-        def run(x, n):
-            return np.asarray(generator.predict_on_batch(x), np.float32)[None]
+            def run(x, n):
+                return np.asarray(generator.predict_on_batch(x), np.float32)[None]
+
+        else:
+
+            def run(x, n):
+                return np.asarray(passes.forward(x))[None]
 
         return run
 
+    reuse: dict = {}  # the prefix runs once per tile batch and view, for all sample chunks
+
     def run(x, n):
         # One generator call for all n samples of the batch.
-        return sample(model, x, n, batch_size=n * len(x))
+        return _sample(model, x, n, n * len(x), precision, reuse)
 
     return run
 
@@ -607,6 +813,7 @@ def stain(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
+    precision: str | None = None,
 ) -> StainResult:
     """Virtually stains a whole raw label-free field.
 
@@ -632,6 +839,11 @@ def stain(
         progress: show a tqdm progress bar over tiles.
         callback: called as `callback(tiles_done, tiles_total)` after each batch of tiles
             (progress bars of GUIs such as the napari widget).
+        precision: compute precision of the generator: "float32", "bfloat16" or
+            "float16". None (default) picks the fastest one this machine computes
+            natively (`default_precision()`: bfloat16 on CPUs with AVX512-BF16 or AMX and
+            on Ampere or newer GPUs, float32 elsewhere). The model itself and the global
+            Keras policy are left as they are; outputs are float32 either way.
 
     Returns:
         a `StainResult` with `.mean` and `.std` (None when samples == 1 and not tta).
@@ -651,6 +863,7 @@ def stain(
     _at_most(batch_size, "batch_size", 2**16)
     if isinstance(image, Mapping):
         image = stack_named(model, image)
+    precision = resolve_precision(precision)
     multiple = int(getattr(model, "multiple", 1) or 1)
     raw = check_field(image, int(model.in_channels))
     if samples > 1 and not getattr(model, "dropout", 0.0):
@@ -674,7 +887,7 @@ def stain(
     with_std = samples > 1 or tta
     chunk = min(samples, batch_size)  # samples of one tile per generator call
     tiles_per_call = max(1, batch_size // chunk)
-    run = _runner(model, samples)
+    run = _runner(model, samples, precision)
 
     c_out = int(model.out_channels)
     mean_acc = np.zeros((hp, wp, c_out), np.float32)

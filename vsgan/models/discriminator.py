@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from vsgan.models.layers import Downsample, InstanceNormalization
+from vsgan.models.layers import Conv2D, Downsample, InstanceNormalization
 
 
 @keras.saving.register_keras_serializable(package="vsgan")
@@ -38,7 +38,7 @@ class PatchDiscriminator(keras.Model):
             if 0 < i:
                 filters = 1 if last else min(filters * 2, 512)
             x = keras.layers.ZeroPadding2D(2, name=f"layer{i}_pad")(x)
-            x = keras.layers.Conv2D(
+            x = Conv2D(
                 filters,
                 4,
                 strides=2 if i < n_layers else 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from vsgan.models.layers import (
+    Conv2D,
     CropLike,
     CropTopLeft,
     Downsample,
@@ -24,7 +25,7 @@ def _init():
 
 
 def _conv(filters: int, kernel: int, name: str, strides: int = 1) -> keras.layers.Conv2D:
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters, kernel, strides=strides, padding="valid", kernel_initializer=_init(), name=name
     )
 
@@ -75,6 +76,116 @@ class ResnetBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "dropout": self.dropout}
+
+
+_RANDOM_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+)
+
+
+def _is_random(layer) -> bool:
+    """Whether `layer` (or a layer inside it) draws random numbers when training."""
+    return any(
+        isinstance(sub, _RANDOM_LAYERS) and getattr(sub, "rate", getattr(sub, "stddev", 1)) > 0
+        for sub in layer._flatten_layers(include_self=True, recursive=True)
+    )
+
+
+def split_at_dropout(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
+    """Splits a functional generator into its deterministic prefix and its random rest.
+
+    The prefix holds every layer whose output does not depend on a dropout draw (for the
+    global generator: the stem and the downsampling; for a local enhancer also each
+    enhancer's front end); the rest holds the others. Both share the generator's layers,
+    so they always use its current weights, and
+
+        rest(prefix(x), training=t) == model(x, training=t)
+
+    for both modes; with dropout on, the prefix can run once and its outputs be repeated
+    for every Monte-Carlo sample. Nested functional generators (one per channel,
+    `Pix2PixHD(split_outputs=True)`) are split inside.
+
+    Args:
+        model: a functional Keras model (`GlobalGenerator`, `LocalEnhancer` or a model
+            that stacks them).
+
+    Returns:
+        (prefix, rest): `prefix` maps the model's input to a list of tensors, `rest` maps
+        that list to the model's output; None when the model has no dropout.
+
+    Example:
+    >>> g = GlobalGenerator(1, 1, ngf=8, n_downsample=2, n_blocks=1, dropout=0.5)
+    >>> prefix, rest = split_at_dropout(g)
+    >>> x = keras.ops.ones((1, 20, 20, 1))
+    >>> bool(keras.ops.all(rest(prefix(x)) == g(x)))
+    True
+    """
+    if not _is_random(model):
+        return None
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    input_ids = {id(t) for t in model.inputs}
+    boundary: list = []  # deterministic tensors the random part reads
+    boundary_inputs: dict[int, keras.KerasTensor] = {}
+    state: dict[int, tuple[bool, object]] = {}  # id(tensor) -> (random?, tensor in rest)
+    replayed: dict[int, list] = {}  # id(node) -> its outputs in the rest graph
+
+    def rest_input(t):
+        if id(t) not in boundary_inputs:
+            boundary.append(t)
+            boundary_inputs[id(t)] = keras.Input(tuple(t.shape[1:]), dtype=t.dtype)
+        return boundary_inputs[id(t)]
+
+    def visit(t):
+        if id(t) in state:
+            return state[id(t)]
+        operation, node_index, tensor_index = t._keras_history
+        if id(t) in input_ids or isinstance(operation, keras.layers.InputLayer):
+            state[id(t)] = (False, t)
+            return state[id(t)]
+        node = operation._inbound_nodes[node_index]
+        sources = node.arguments.keras_tensors
+        visited = [visit(s) for s in sources]
+        random_in = any(r for r, _ in visited)
+        inner = None
+        if isinstance(operation, keras.Model) and not random_in:
+            inner = split_at_dropout(operation)
+        if inner is not None:
+            # A nested generator: its prefix joins ours, its rest runs in the rest.
+            if id(node) not in replayed:
+                prefix_out = keras.tree.flatten(
+                    inner[0](*node.arguments.args, **node.arguments.kwargs)
+                )
+                rest_out = inner[1]([rest_input(p) for p in prefix_out])
+                replayed[id(node)] = keras.tree.flatten(rest_out)
+            result = (True, replayed[id(node)][tensor_index])
+        elif not random_in and not _is_random(operation):
+            result = (False, t)
+        else:
+            if id(node) not in replayed:
+                swap = {
+                    id(s): (r if rand else rest_input(s)) for s, (rand, r) in zip(sources, visited)
+                }
+                args = keras.tree.map_structure(
+                    lambda a: swap.get(id(a), a), (node.arguments.args, node.arguments.kwargs)
+                )
+                replayed[id(node)] = keras.tree.flatten(operation(*args[0], **args[1]))
+            result = (True, replayed[id(node)][tensor_index])
+        state[id(t)] = result
+        return result
+
+    outputs = [visit(t) for t in model.outputs]
+    rest_outputs = [r if rand else rest_input(t) for t, (rand, r) in zip(model.outputs, outputs)]
+    prefix = keras.Model(inputs, list(boundary), name=f"{model.name}_prefix")
+    rest = keras.Model(
+        [boundary_inputs[id(t)] for t in boundary],
+        rest_outputs[0] if len(rest_outputs) == 1 else rest_outputs,
+        name=f"{model.name}_random",
+    )
+    return prefix, rest
 
 
 def _conv_norm_relu(x, filters, kernel, name, strides=1, pad=0, reflect=False):
@@ -151,6 +262,11 @@ class GlobalGenerator(keras.Model):
         self.ngf, self.n_downsample, self.n_blocks = ngf, n_downsample, n_blocks
         self.dropout = dropout
         self.multiple = 2**n_downsample
+
+    def split_at_dropout(self) -> tuple[keras.Model, keras.Model] | None:
+        """(deterministic prefix, random rest) sharing this generator's layers; see
+        `vsgan.models.generator.split_at_dropout`."""
+        return split_at_dropout(self)
 
     def get_config(self):
         return {
@@ -233,6 +349,11 @@ class LocalEnhancer(keras.Model):
     def global_layers(self) -> list[keras.layers.Layer]:
         """The layers of G1 (frozen while the enhancers are first trained)."""
         return [layer for layer in self.layers if layer.name.startswith("global_")]
+
+    def split_at_dropout(self) -> tuple[keras.Model, keras.Model] | None:
+        """(deterministic prefix, random rest) sharing this generator's layers; see
+        `vsgan.models.generator.split_at_dropout`."""
+        return split_at_dropout(self)
 
     def get_config(self):
         return {

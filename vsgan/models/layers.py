@@ -190,3 +190,76 @@ class CropTopLeft(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
         return (b, None if h is None else h - 1, None if w is None else w - 1, c)
+
+
+# Read when a convolution is traced; benchmarks switch it off to measure the native kernels.
+FORWARD_CONV_GRADIENTS = True
+MAX_FORWARD_GRADIENT_FILTERS = 4
+
+
+def _valid_conv(x, kernel):
+    """Stride-1 'valid' convolution whose gradients are forward convolutions (TF backend).
+
+    Mathematically the same gradients as TensorFlow's Conv2DBackpropInput / -Filter
+    (only the float summation order differs, ~1e-7 relative), but computed as forward
+    convolutions, which oneDNN runs far faster on CPUs for the shapes of pix2pixHD:
+    the input gradient is the convolution of the zero-padded output gradient with the
+    flipped, in/out-swapped kernel; the kernel gradient is the convolution of the input,
+    batch and channels swapped, with the output gradient as the kernel.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            kh, kw = kernel.shape[0], kernel.shape[1]
+            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+            padded = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+            dx = tf.nn.conv2d(padded, flipped, 1, "VALID")
+            swapped = tf.nn.conv2d(
+                tf.transpose(x, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"
+            )
+            return dx, tf.transpose(swapped, [1, 2, 0, 3])
+
+        return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
+
+    # Plain tensors in: a variable (cast under a mixed policy) must be read out here.
+    return conv(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel))
+
+
+@keras.saving.register_keras_serializable(package="vsgan")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose stride-1 'valid' gradients run as forward convolutions.
+
+    The forward pass and the weights are those of `keras.layers.Conv2D` (so checkpoints
+    and converters see a plain Conv2D); only the backward pass of stride-1, undilated,
+    ungrouped 'valid' convolutions on the TensorFlow backend is computed differently
+    (see `_valid_conv`; measured in benchmarks/README.md on a 2-core AVX2 CPU: 5-8x
+    faster for the 7x7 output convolutions and the 1-channel PatchGAN heads). Only for
+    layers with at most `MAX_FORWARD_GRADIENT_FILTERS` output channels and float32
+    compute.
+    """
+
+    def _fast_gradients(self) -> bool:
+        return (
+            FORWARD_CONV_GRADIENTS
+            and keras.backend.backend() == "tensorflow"
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.padding == "valid"
+            and self.groups == 1
+            and self.data_format == "channels_last"
+            # Where it was measured to pay: few output channels (the 7x7 output heads and
+            # the PatchGAN 1-channel heads, 5-8x). Wide layers at small sizes (the seed's
+            # 1024-channel residual blocks) lost with the swapped kernel gradient.
+            and self.filters <= MAX_FORWARD_GRADIENT_FILTERS
+            # bfloat16: the swapped kernel-gradient convolution sums b*h*w products at
+            # bfloat16 accuracy on CPUs without native bf16 (off by several %), so
+            # mixed precision keeps TensorFlow's own kernels.
+            and self.compute_dtype == "float32"
+        )
+
+    def convolution_op(self, inputs, kernel):
+        if self._fast_gradients():
+            return _valid_conv(inputs, kernel)
+        return super().convolution_op(inputs, kernel)
