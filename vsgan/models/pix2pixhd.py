@@ -593,7 +593,8 @@ class Pix2PixHD(keras.Model):
     # ----------------------------------------------------------------- presets
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> Pix2PixHD:
-        """A pretrained model by preset name (keras-hub style); see `vsgan.load_pretrained`.
+        """A pretrained model by preset name or `.keras` path (keras-hub style); see
+        `vsgan.load_pretrained`.
 
         Example:
         >>> model = Pix2PixHD.from_preset("isl-nuclei")

@@ -372,9 +372,7 @@ def _reorder_like(spec, model) -> None:
 
 def pretrained_start(recipe: Recipe, spec) -> Pix2PixHD:
     """Fine-tuning: the model of `recipe.init_from`, channels of `spec` matched to it by name."""
-    from vsgan.zoo.presets import load_pretrained
-
-    base = load_pretrained(recipe.init_from)
+    base = Pix2PixHD.from_preset(recipe.init_from)  # a preset name or a .keras file
     try:
         _reorder_like(spec, base)
     except InputError as error:
