@@ -89,7 +89,7 @@ def test_predict_precision_flag_overrides_and_is_checked(tiny_model, field, tmp_
         out = tmp_path / precision
         run = vsgan_cli("predict", tiny_model, field, "-o", out, "--precision", precision)
         assert run.returncode == 0, run.stderr
-        outputs[precision] = tifffile.imread(out / "field_nuclei_prediction.tif")
+        outputs[precision] = tifffile.imread(out / "field_prediction.ome.tif")[0]
     difference = np.abs(outputs["bfloat16"] - outputs["float32"])
     assert 0 < difference.max() < 0.05 * 4400  # computed in bfloat16, and close
     run = vsgan_cli("predict", tiny_model, field, "-o", tmp_path / "x", "--precision", "int8")

@@ -197,6 +197,7 @@ def _predict_mosaics(args) -> None:
             tta=args.tta,
             overwrite=True,
             progress=not args.quiet,
+            precision=args.precision,
         )
         print(f"{name}: {written}")
 

@@ -217,6 +217,7 @@ def stain_mosaic(
     batch_size: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    precision: str | None = None,
 ) -> Path:
     """Stains a field on disk into an OME-Zarr image on disk, in memory flat in the field size.
 
@@ -232,6 +233,7 @@ def stain_mosaic(
         overlap: tile overlap, as in `stain`.
         tta: test-time augmentation, as in `stain`.
         batch_size: images per generator call, as in `stain`.
+        precision: compute precision, as in `stain` (default: the machine's fast one).
         overwrite: replace an existing `output`.
         progress: show a progress bar over tiles.
 
@@ -271,7 +273,7 @@ def stain_mosaic(
     with_std = samples > 1 or tta
     chunk = min(samples, batch_size)
     tiles_per_call = max(1, batch_size // chunk)
-    run = st._runner(model, samples)
+    run = st._runner(model, samples, st.resolve_precision(precision))
     c_out = int(model.out_channels)
     targets = list(model.output_channels)
     names = [f"{t}_prediction" for t in targets] + (
