@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import tifffile
 
 import vsgan
 from conftest import TINY
@@ -54,7 +55,7 @@ def test_same_file_name_in_two_folders_gives_two_outputs(tmp_path, model_file, c
     code, err = _run(["predict", model_file, tmp_path / "a", tmp_path / "b", "-o", out], capsys)
     assert code == 0, err
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["a_img_stain0_prediction.tif", "b_img_stain0_prediction.tif"]
+    assert written == ["a_img_prediction.ome.tif", "b_img_prediction.ome.tif"]
 
 
 def test_same_stem_with_two_suffixes_gives_two_outputs(tmp_path, model_file, capsys):
@@ -201,7 +202,7 @@ def test_run_folder_clear_never_leaves_the_folder(tmp_path):
 
 # --------------------------------------------------------------------------- a549
 def test_predict_a549_takes_the_archive_path(tmp_path, capsys, monkeypatch):
-    from test_convert import build_a549_archive
+    from test_zoo_pix2pixhd import build_a549_archive
 
     import vsgan.zoo.a549 as a549
 
@@ -214,9 +215,8 @@ def test_predict_a549_takes_the_archive_path(tmp_path, capsys, monkeypatch):
     argv = ["predict", "a549", tmp_path / "phase.npy", "-o", out, "--archive", archive]
     code, err = _run(argv, capsys)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [
-        "phase_membrane_prediction.tif",
-        "phase_nuclei_prediction.tif",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == ["phase_prediction.ome.tif"]
+    with tifffile.TiffFile(out / "phase_prediction.ome.tif") as tif:
+        assert "nuclei_prediction" in tif.ome_metadata  # channels named in the one file
     cached = list((tmp_path / "home" / "vsgan").glob("a549-*.keras"))
     assert len(cached) == 1 and oct(os.stat(cached[0]).st_mode & 0o077) != "0o0"

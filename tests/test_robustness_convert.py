@@ -135,7 +135,7 @@ def _swapped_archive(path):
 
 
 def test_a549_cache_is_keyed_by_the_archive(tmp_path):
-    from test_convert import TINY, build_a549_archive
+    from test_zoo_pix2pixhd import TINY, build_a549_archive
 
     from vsgan.zoo.a549 import load_a549
 
@@ -154,7 +154,7 @@ def test_a549_cache_is_keyed_by_the_archive(tmp_path):
 
 def test_a549_truncated_cache_is_converted_again_or_refused(tmp_path, monkeypatch):
     import keras
-    from test_convert import TINY, build_a549_archive
+    from test_zoo_pix2pixhd import TINY, build_a549_archive
 
     from vsgan.zoo.a549 import load_a549
 

@@ -443,7 +443,7 @@ def test_preset_weights_of_another_architecture(preset_dir):
 
 
 # Torch checkpoints go through the restricted unpickler only; a pickle that would run code
-# is refused and runs nothing: tests/test_convert.py::test_code_running_pickle_is_refused...
+# is refused and runs nothing: tests/test_zoo_pix2pixhd.py::test_code_running_pickle_is_refused...
 
 
 # ----------------------------------------------------------------------- downloads

@@ -238,12 +238,13 @@ def test_predict_writes_the_calibrated_interval_bounds(tmp_path):
         text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    names = sorted(p.name for p in out.iterdir())
-    assert "f_dapi_lower90.tif" in names and "f_dapi_upper90.tif" in names
-    assert "f_dapi_std.tif" in names  # the calibration's 2 samples were drawn by default
-    lower = tifffile.imread(out / "f_dapi_lower90.tif")
-    upper = tifffile.imread(out / "f_dapi_upper90.tif")
-    mean = tifffile.imread(out / "f_dapi_prediction.tif")
+    with tifffile.TiffFile(out / "f_prediction.ome.tif") as tif:
+        channels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["Channel"]
+        names = [c["Name"] for c in channels]
+        planes = dict(zip(names, tif.asarray()))
+    # the calibration's 2 samples were drawn by default, so the std is there too
+    assert names == ["dapi_prediction", "dapi_std", "dapi_lower90", "dapi_upper90"]
+    lower, upper, mean = planes["dapi_lower90"], planes["dapi_upper90"], planes["dapi_prediction"]
     assert lower.shape == (40, 52) and (lower <= mean).all() and (mean <= upper).all()
     assert (upper > lower).any()
     bad = subprocess.run(

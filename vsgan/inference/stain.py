@@ -640,7 +640,7 @@ def _planes_field(model, name: str, files: list, exact: bool):
     return name, np.concatenate(planes, axis=-1)
 
 
-def _file_fields(model, files: list, channels) -> list[tuple[str, np.ndarray]]:
+def _file_fields(model, files: list, channels) -> list[tuple[Any, np.ndarray]]:
     from vsgan.io.channels import match_channels
     from vsgan.io.readers import read_image_with_names
 
@@ -650,8 +650,8 @@ def _file_fields(model, files: list, channels) -> list[tuple[str, np.ndarray]]:
         if raw.shape[-1] == 1 < int(model.in_channels) and not names and not channels:
             # Single planes that are not named after the model's channels: say which are wanted.
             match_channels(list(model.input_channels), files, exact=True, where=str(path.parent))
-        out.append(_select(model, path, raw, names, channels))
-    return list(zip(output_names(list(files)), out))
+        out.append((path, _select(model, path, raw, names, channels)))
+    return out
 
 
 def read_fields(
@@ -694,7 +694,7 @@ def read_fields(
             # One-channel model: every file is a field, unless one is named after the channel.
             field = _planes_field(model, folder.name, files, exact=False)
             if field is not None:
-                fields.append(field)
+                fields.append((folder, field[1]))  # the folder is the field
             else:
                 fields += _file_fields(model, files, channels)
     if loose:
@@ -705,16 +705,14 @@ def read_fields(
         if multi and len(loose) > 1 and not channels:
             name = os.path.commonprefix([p.stem for p in loose]).rstrip("_-. ") or "field"
             field = _planes_field(model, name, loose, exact=True)
-        fields += [field] if field is not None else _file_fields(model, loose, channels)
+        if field is not None:  # the planes of one field: named by their common prefix
+            fields.append((loose[0].with_name(field[0]), field[1]))
+        else:
+            fields += _file_fields(model, loose, channels)
     if not fields:
         raise InputError(f"no images found in {inputs}: give image files or folders of them.")
-    names = [name for name, _ in fields]
-    if len(set(names)) != len(names):
-        clash = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(
-            f"several inputs would write outputs named {clash[:4]}. Fix: predict them into "
-            "separate -o folders, or rename them."
-        )
+    # One distinct output name per field: a/img.npy and b/img.npy give a_img and b_img.
+    fields = list(zip(output_names([path for path, _ in fields]), [x for _, x in fields]))
     for name, raw in fields:
         try:
             check_field(raw, int(model.in_channels))
