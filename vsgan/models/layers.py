@@ -216,10 +216,17 @@ def _valid_conv(x, kernel):
             flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
             padded = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
             dx = tf.nn.conv2d(padded, flipped, 1, "VALID")
-            swapped = tf.nn.conv2d(
-                tf.transpose(x, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"
-            )
-            return dx, tf.transpose(swapped, [1, 2, 0, 3])
+
+            def kernel_grad():
+                swapped = tf.nn.conv2d(
+                    tf.transpose(x, [3, 1, 2, 0]), tf.transpose(dy, [1, 2, 0, 3]), 1, "VALID"
+                )
+                return tf.transpose(swapped, [1, 2, 0, 3])
+
+            # A replica given 0 images (the last batch under MirroredStrategy) adds nothing;
+            # the batch is the filter depth of the kernel gradient, which must be positive.
+            dk = tf.cond(tf.shape(x)[0] > 0, kernel_grad, lambda: tf.zeros_like(kernel))
+            return dx, dk
 
         return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
 

@@ -96,8 +96,16 @@ def get_strategy(name: str | None = None):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # CPU devices: reduce through one device. Collective all-reduce keys restart at the
+        # same numbers for every strategy of a process, so a second CPU strategy in one
+        # process (a notebook, a test session) collides with the first one's collectives.
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(
+            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     if name == "multiworker":
         _cluster()  # a clear error before TensorFlow waits for peers
         return tf.distribute.MultiWorkerMirroredStrategy()
