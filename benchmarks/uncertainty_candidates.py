@@ -6,6 +6,10 @@ rank correlation with |error| over the field and inside the target's Otsu foregr
 for the worst 10% of errors, and its cost per field; then the calibrations' coverage.
 
     VSGAN_DATA=../shared/data python benchmarks/uncertainty_candidates.py [--out table.json]
+        [--model isl-nuclei|run/model_best.keras] [--snapshots run/snapshots --last 8]
+
+With `--snapshots` (a run trained with ``"snapshots": true``) it adds a snapshot ensemble: the
+generators of the last epochs along the learning-rate decay, one pass each, their spread.
 
 Numbers of one run are in weights/isl-nuclei.md (the shared 2-core CPU; costs vary with load).
 """
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -24,7 +29,7 @@ from vsgan.evaluation.report import dataset_for_model
 from vsgan.evaluation.uncertainty import auroc, coverage, foreground, spearman
 from vsgan.inference.calibration import calibrate, shortfall
 from vsgan.inference.stain import stain
-from vsgan.zoo import load_pretrained
+from vsgan.models import Pix2PixHD
 
 
 def _set_dropout(model, rate: float) -> None:
@@ -43,8 +48,15 @@ def _timed(fn, *args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=None, help="write the table as JSON here")
+    parser.add_argument("--model", default="isl-nuclei", help="a preset or a .keras file")
+    parser.add_argument("--snapshots", default=None, help="a run's snapshots/ folder")
+    parser.add_argument("--last", type=int, default=8, help="snapshots in the ensemble")
     args = parser.parse_args()
-    model = load_pretrained("isl-nuclei")
+    model = Pix2PixHD.from_preset(args.model)
+    members = []
+    if args.snapshots:
+        members = sorted(Path(args.snapshots).glob("epoch_*.weights.h5"))[-args.last :]
+        snap = Pix2PixHD.from_preset(args.model)
     spec, xi, yi = dataset_for_model(
         model, "isl-condition-b", os.environ.get("VSGAN_DATA"), targets=["dapi"]
     )
@@ -66,6 +78,15 @@ def main() -> None:
             maps[split, f"mc{rate}_mean"] = r.mean[..., 0]
             maps[split, f"mc{rate}_std"] = r.std[..., 0]
         _set_dropout(model, 0.2)
+        if members:
+            t = time.perf_counter()
+            preds = []
+            for path in members:
+                snap.generator.load_weights(path)
+                preds.append(stain(snap, xr).mean[..., 0])
+            cost["snap"] = time.perf_counter() - t
+            maps[split, "snap_mean"] = np.mean(preds, 0)
+            maps[split, "snap_std"] = np.std(preds, 0)
 
     def signal(split):
         m = maps[split, "mc0.2_mean"]
@@ -102,6 +123,17 @@ def main() -> None:
         "MC dropout std (p=0.1, 8 samples)": ("mc0.1", lambda s: maps[s, "mc0.1_std"], "mc0.1"),
         "MC dropout std (p=0.4, 8 samples)": ("mc0.4", lambda s: maps[s, "mc0.4_std"], "mc0.4"),
         "TTA spread (8 views)": ("tta", lambda s: maps[s, "tta_std"], "tta"),
+        **(
+            {
+                f"snapshot ensemble std ({len(members)} epochs)": (
+                    "snap",
+                    lambda s: maps[s, "snap_std"],
+                    "snap",
+                )
+            }
+            if members
+            else {}
+        ),
         "predicted intensity (1 pass)": ("single", lambda s: maps[s, "single"], "single"),
         "MC std x predicted signal": ("mc0.2", lambda s: maps[s, "mc0.2_std"] * signal(s), "mc0.2"),
         "MC + TTA std": (
@@ -128,8 +160,8 @@ def main() -> None:
         row = {"candidate": name, "cost_s": sum(cost[k] for k in cost_key.split("+"))}
         for split in ("val", "test"):
             mkey = mean_key if mean_key in ("single",) else f"{mean_key}_mean"
-            if mean_key == "tta":
-                mkey = "tta_mean"
+            if mean_key in ("tta", "snap"):
+                mkey = f"{mean_key}_mean"
             t = maps[split, "target"]
             err = np.abs(maps[split, mkey] - t)
             fg = foreground(t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import vsgan
 from vsgan.data.normalize import TARGET_HEADROOM, Normalization, StainPreprocessor
 
 
@@ -32,8 +33,12 @@ def test_recipes_fit_targets_with_headroom_and_presets_keep_theirs():
 
     spec = build_spec(Recipe(dataset="synthetic", dataset_args={"n_fields": 2, "size": 32}))
     assert spec.target_norm.headroom == TARGET_HEADROOM
-    stored = get_preset("isl-nuclei").config["normalization"]["target"]
-    assert StainPreprocessor(target=stored).target.headroom == 1.0
+    for name in ("isl-nuclei", "jurkat-dna"):  # loading never refits: the trained one stays
+        preset = get_preset(name)
+        stored = preset.config["normalization"]["target"]
+        trained = preset.recipe.get("target_headroom", 1.0)  # records before it had none
+        assert StainPreprocessor(target=stored).target.headroom == trained
+        assert vsgan.load_pretrained(name).preprocessor.target.headroom == trained
 
 
 def test_time_budget_fits_the_decay_and_stops_at_an_epoch_boundary(monkeypatch):
@@ -124,3 +129,50 @@ def test_own_data_forms_hdf5_group_zarr_plate_and_one_folder_split_by_region(tmp
     (only,) = spec.fields
     assert only.regions["val"] and only.regions["train"]
     assert "validating on rows" in capsys.readouterr().out
+
+
+def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path):
+    from conftest import TINY
+    from vsgan.data.augment import Augmentation
+    from vsgan.errors import InputError
+    from vsgan.training.recipes import Recipe, train
+    from vsgan.zoo import load_pretrained
+
+    config = {
+        "dataset": "synthetic",
+        "dataset_args": {"n_fields": 4, "size": 64},
+        "model": {**TINY, "num_d": 1},
+        "patch_size": 32,
+        "steps_per_epoch": 2,
+        "epochs": 2,
+        "niter": 1,
+        "niter_decay": 1,
+        "val_batches": 1,
+        "precision": "float32",
+        "augment": {"rotate_degrees": 30, "scale_range": [0.9, 1.1], "noise_std": 0.0},
+        "snapshots": True,
+    }
+    recipe = Recipe.from_config(config)
+    assert recipe.augmentation() == Augmentation(
+        rotate_degrees=30, scale_range=(0.9, 1.1), noise_std=0.0
+    )
+    assert Recipe().augmentation() is None  # make_dataset's default
+    with pytest.raises(InputError, match=r"augment.*rotation_degrees.*Known settings"):
+        Recipe.from_config({**config, "augment": {"rotation_degrees": 30}})
+    model = train(recipe, tmp_path / "run", verbose=0)
+    files = sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir())
+    assert files == ["epoch_001.weights.h5", "epoch_002.weights.h5"]
+    # The last snapshot is the final generator; the first differs from it (it trained on).
+    other = load_pretrained(tmp_path / "run" / "model.keras")
+    other.generator.load_weights(tmp_path / "run" / "snapshots" / "epoch_002.weights.h5")
+    for a, b in zip(other.generator.get_weights(), model.generator.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other.generator.load_weights(tmp_path / "run" / "snapshots" / "epoch_001.weights.h5")
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(other.generator.get_weights(), model.generator.get_weights())
+    )
+    # `--overwrite` removes the snapshots vsgan wrote, not a user's file beside them.
+    (tmp_path / "run" / "snapshots" / "mine.txt").write_text("keep")
+    train(recipe, tmp_path / "run", verbose=0, overwrite=True)
+    assert (tmp_path / "run" / "snapshots" / "mine.txt").read_text() == "keep"

@@ -1,11 +1,16 @@
 """Evaluate a finished training run on its held-out split and write it as a bundled preset.
 
     python tools/make_preset.py RUN_DIR NAME DATASET [--baseline BASELINE_RUN] [--samples 8]
+        [--calibrate shortfall|std|none --bins N --cal-samples N]
+
+The model is the run's best epoch by whole-field validation Pearson r (`model_best.keras`;
+`--last` takes `model.keras`). With `--calibrate`, its intervals are calibrated again on the
+dataset's validation split (never trained on, not the test split) before it is evaluated.
 
 Writes weights/NAME.weights.h5, the preset record weights/NAME.json (recipe, dataset and its
-arguments, config, channels, normalisation, sha256, held-out metrics, training facts) and
-weights/NAME_heldout.png, and prints the numbers the model card (weights/NAME.md, written by
-hand) quotes.
+arguments, config, channels, normalisation, calibration, sha256, held-out metrics, training
+facts), weights/NAME_heldout.png and weights/NAME_reliability.png, and prints the numbers the
+model card (weights/NAME.md, written by hand) quotes.
 """
 
 import argparse
@@ -67,11 +72,30 @@ def main():
     p.add_argument("--input-names", nargs="*")
     p.add_argument("--output-names", nargs="*")
     p.add_argument("--description", default="")
+    p.add_argument("--last", action="store_true", help="the last epoch, not the best")
+    p.add_argument("--calibrate", choices=("shortfall", "std", "none"))
+    p.add_argument("--bins", type=int, default=8)
+    p.add_argument("--cal-samples", type=int, help="Monte-Carlo samples of a std calibration")
     args = p.parse_args()
 
     run = Path(args.run)
-    model = vsgan.load_pretrained(run / "model.keras")
+    best = run / "model_best.keras"
+    model = vsgan.load_pretrained(best if best.exists() and not args.last else run / "model.keras")
     channel = model.output_channels[0]
+    recipe, facts = run_facts(run)
+    if best.exists() and not args.last:
+        facts["best_epoch"] = json.loads((run / "model_best.keras.json").read_text())["epoch"]
+    if args.calibrate:
+        from vsgan.evaluation.report import dataset_for_model
+        from vsgan.inference.calibration import calibrate_split
+
+        spec, _, _ = dataset_for_model(
+            model, args.dataset, args.data, **recipe.get("dataset_args", {})
+        )
+        cal = calibrate_split(
+            model, spec, "val", scale=args.calibrate, bins=args.bins, samples=args.cal_samples
+        )
+        print("calibration", cal.scale, "bins", len(cal.edges[0]) + 1, cal.source)
     out = run / "heldout"
     rows = evaluate_dataset(
         model, args.dataset, data_dir=args.data, out_dir=out, figures=True, samples=1
@@ -84,7 +108,6 @@ def main():
         f"test_mean_of_{args.samples}_mc_samples": summary(sampled, channel),
     }
     print("GAN", json.dumps(metrics, indent=1))
-    recipe, facts = run_facts(run)
     recipe.pop("data", None)  # where it lived on the training machine: not part of the record
     card = {
         "description": args.description,
@@ -109,6 +132,9 @@ def main():
     figures = sorted(out.glob("*_figure.png"))
     if figures:
         (REPO / "weights" / f"{args.name}_heldout.png").write_bytes(figures[0].read_bytes())
+    if (out / "reliability.png").exists():
+        reliability = (out / "reliability.png").read_bytes()
+        (REPO / "weights" / f"{args.name}_reliability.png").write_bytes(reliability)
     print(
         "wrote",
         info["weights"],

@@ -128,6 +128,33 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         atomic_save(self.model, self.path)
 
 
+class Snapshots(keras.callbacks.Callback):
+    """Keeps the generator's weights of every epoch: ``folder/epoch_NNN.weights.h5``.
+
+    Checkpoints along the learning-rate decay make a snapshot ensemble (several models for
+    the price of one run; `benchmarks/uncertainty_candidates.py` compares its spread with the
+    other uncertainties). Generator only: an ensemble stains, it does not train on.
+
+    Args:
+        folder: where the files go (created).
+        record: called with each file's path before it is written (a run folder's
+            manifest, so `--overwrite` removes these files and nothing a user put beside them).
+    """
+
+    def __init__(self, folder, record=None):
+        super().__init__()
+        self.folder = os.fspath(folder)
+        self.record = record
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"epoch_{epoch + 1:03d}.weights.h5")
+        if self.record is not None:
+            self.record(path)
+        with atomic_path(path, overwrite=True) as tmp:
+            self.model.generator.save_weights(tmp)
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or Inf loss, naming the step; checkpoints stay intact."""
 

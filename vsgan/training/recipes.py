@@ -42,6 +42,7 @@ from vsgan.training.callbacks import (
     FieldValidation,
     LinearDecay,
     NanGuard,
+    Snapshots,
     SyncSamplerEpoch,
     TimeBudget,
     enable_determinism,
@@ -83,6 +84,11 @@ class Recipe:
         init_from: fine-tune: a preset name or `.keras` file whose weights, architecture and
             normalisation start the run (its channels must match the data's by name).
         val_tile_size: tile side of the whole-field validation (default: `stain`'s).
+        augment: `vsgan.data.Augmentation` settings of the training crops, e.g.
+            ``{"rotate_degrees": 45, "scale_range": [0.85, 1.15]}`` (None: the default, flips,
+            90-degree turns, mild input contrast and noise).
+        snapshots: keep the generator's weights of every epoch in ``snapshots/`` (for a
+            snapshot ensemble).
     """
 
     dataset: str = "synthetic"
@@ -103,6 +109,8 @@ class Recipe:
     time_limit: float | None = None
     init_from: str | None = None
     val_tile_size: int | None = None
+    augment: dict[str, Any] | None = None
+    snapshots: bool = False
 
     def get_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,6 +146,26 @@ class Recipe:
             raise InputError(f"recipe time_limit={t!r}: give a positive number of seconds.")
         if not isinstance(self.dataset_args, dict) or not isinstance(self.model, dict):
             raise InputError("recipe dataset_args and model must be mappings (JSON objects).")
+        self.augmentation()
+
+    def augmentation(self):
+        """The `Augmentation` of the training crops (None: `make_dataset`'s default)."""
+        from vsgan.data.augment import Augmentation
+
+        if self.augment is None:
+            return None
+        if not isinstance(self.augment, dict):
+            raise InputError(
+                f"recipe augment={self.augment!r}: give a mapping of Augmentation settings."
+            )
+        args = dict(self.augment)
+        if args.get("scale_range") is not None:
+            args["scale_range"] = tuple(args["scale_range"])
+        try:
+            return Augmentation(**args)
+        except TypeError as error:
+            known = sorted(Augmentation.__dataclass_fields__)
+            raise InputError(f"recipe augment: {error}. Known settings: {known}.") from None
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed (None values are ignored), validated.
@@ -544,6 +572,7 @@ def _train(
         recipe.batch_size,
         patches_per_field=per_field if recipe.patch_size else None,
         foreground_weighted=recipe.foreground_weighted,
+        augment=recipe.augmentation(),
         seed=recipe.seed,
         workers=1 if recipe.deterministic else 2,
     )
@@ -595,6 +624,8 @@ def _train(
         keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
         ImageLogger(str(out / "logs"), x_show.numpy()[:4], y_show.numpy()[:4]),
     ]
+    if recipe.snapshots:
+        callbacks.append(Snapshots(out / "snapshots", record=run.record))
     if recipe.time_limit:
         decay = next((c for c in schedule if isinstance(c, LinearDecay)), None)
         callbacks.append(TimeBudget(recipe.time_limit, decay, recipe.epochs, verbose != 0))
