@@ -131,7 +131,7 @@ def test_own_data_forms_hdf5_group_zarr_plate_and_one_folder_split_by_region(tmp
     assert "validating on rows" in capsys.readouterr().out
 
 
-def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path):
+def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path, monkeypatch):
     from conftest import TINY
     from vsgan.data.augment import Augmentation
     from vsgan.errors import InputError
@@ -159,7 +159,8 @@ def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path)
     assert Recipe().augmentation() is None  # make_dataset's default
     with pytest.raises(InputError, match=r"augment.*rotation_degrees.*Known settings"):
         Recipe.from_config({**config, "augment": {"rotation_degrees": 30}})
-    model = train(recipe, tmp_path / "run", verbose=0)
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it
+    model = train(recipe, "run", verbose=0)
     files = sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir())
     assert files == ["epoch_001.weights.h5", "epoch_002.weights.h5"]
     # The last snapshot is the final generator; the first differs from it (it trained on).
@@ -174,5 +175,7 @@ def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path)
     )
     # `--overwrite` removes the snapshots vsgan wrote, not a user's file beside them.
     (tmp_path / "run" / "snapshots" / "mine.txt").write_text("keep")
-    train(recipe, tmp_path / "run", verbose=0, overwrite=True)
+    train(recipe, "run", verbose=0, overwrite=True)
     assert (tmp_path / "run" / "snapshots" / "mine.txt").read_text() == "keep"
+    manifest = (tmp_path / "run" / ".vsgan-manifest.json").read_text()
+    assert '"snapshots/epoch_002.weights.h5"' in manifest

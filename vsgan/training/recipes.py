@@ -625,7 +625,11 @@ def _train(
         ImageLogger(str(out / "logs"), x_show.numpy()[:4], y_show.numpy()[:4]),
     ]
     if recipe.snapshots:
-        callbacks.append(Snapshots(out / "snapshots", record=run.record))
+
+        def record(path):  # manifest entries are relative to the run folder
+            run.record(os.path.relpath(path, out))
+
+        callbacks.append(Snapshots(out / "snapshots", record=record))
     if recipe.time_limit:
         decay = next((c for c in schedule if isinstance(c, LinearDecay)), None)
         callbacks.append(TimeBudget(recipe.time_limit, decay, recipe.epochs, verbose != 0))
