@@ -117,6 +117,26 @@ def test_never_more_fields_in_memory_than_allowed():
     assert cached.sampler.cache.loads == 9  # decoded once, reused across epochs
 
 
+def test_the_dataset_streams_what_the_sampler_plans_chunk_by_chunk():
+    """make_dataset (numpy_function calls, no Python generator) yields exactly the sampler's
+    stream, epoch after epoch; a chunk's plan depends on (seed, epoch, chunk) only, so it needs
+    none of the chunks before it."""
+    spec = _spec(n=7, val_fraction=0.0)
+    kw = dict(patch_size=16, patches_per_field=3, seed=5, max_fields_in_memory=3)
+    ds = make_dataset(spec, batch_size=1, augment=False, **kw)
+    twin = PatchSampler(spec, **kw)
+    for _ in range(2):
+        got = [(x.numpy()[0], y.numpy()[0]) for x, y in ds]
+        want = [(x, y) for x, y, _ in twin]
+        assert len(got) == len(want) == 21
+        pairs = zip(got, want)
+        assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in pairs)
+    assert ds.sampler.num_chunks() == 3 and ds.sampler.cache.peak <= 3
+    straight = [PatchSampler(spec, **kw).chunk_plan(4, c) for c in range(3)]
+    assert PatchSampler(spec, **kw).chunk_plan(4, 2) == straight[2]
+    assert straight[1] != PatchSampler(spec, **kw).chunk_plan(5, 1)  # each epoch, new crops
+
+
 def test_foreground_weighting_favours_target_signal():
     y = np.zeros((1, 256, 256, 1), np.float32)
     y[0, :64, :64] = 1000.0  # signal in one corner only

@@ -172,6 +172,47 @@ def test_shortfall_is_the_neighbourhood_maximum_minus_most_of_the_pixel():
     assert s[4, 4] == pytest.approx(1.0) and s[3, 3] == pytest.approx(10.0) and s[0, 0] == 0
 
 
+def _spots(n=128):
+    yy, xx = np.mgrid[:n, :n]
+    return np.exp(-((yy % 32 - 16) ** 2 + (xx % 32 - 16) ** 2) / 40.0)[..., None]
+
+
+def test_tune_shortfall_keeps_the_field_rank_then_ranks_inside_the_foreground():
+    """Errors drawn from a known shortfall are found; the field floor is a hard constraint;
+    without any setting above it, the best field rank wins."""
+    mean = _spots()
+    noise = np.random.default_rng(1).normal(0, 1, mean.shape)
+    target = mean + noise * (shortfall(mean, 21, 0.1) + 0.01)
+    window, alpha, rows = uncertainty.tune_shortfall(
+        mean, target, windows=(5, 21, 45), alphas=(0.0, 0.1, 0.4), field_min=0.0
+    )
+    by = {(r["window"], r["alpha"]): r for r in rows}
+    assert window == 21 and len(rows) == 9
+    assert by[window, alpha]["spearman_foreground"] == max(
+        r["spearman_foreground"] for r in rows if r["spearman_field"] >= 0
+    )
+    err, fg = np.abs(target - mean), uncertainty.foreground(target)
+    assert by[45, 0.4]["spearman_foreground"] == pytest.approx(
+        uncertainty.spearman(shortfall(mean, 45, 0.4), err, fg)
+    )
+    floor = sorted(r["spearman_field"] for r in rows)[-2]  # only two settings keep it
+    w2, a2, _ = uncertainty.tune_shortfall(
+        [mean, mean],
+        [target, target],
+        windows=(5, 21, 45),
+        alphas=(0.0, 0.1, 0.4),
+        field_min=floor,
+    )
+    kept = [r for r in rows if r["spearman_field"] >= floor]
+    assert (w2, a2) in {(r["window"], r["alpha"]) for r in kept}
+    assert by[w2, a2]["spearman_foreground"] == max(r["spearman_foreground"] for r in kept)
+    w3, a3, _ = uncertainty.tune_shortfall(mean, target, windows=(5, 45), field_min=2.0)
+    best_field = max((r for r in rows if r["window"] in (5, 45)), key=lambda r: r["spearman_field"])
+    assert (w3, a3) == (best_field["window"], best_field["alpha"])
+    with pytest.raises(InputError):
+        uncertainty.tune_shortfall(mean, target[:64])
+
+
 # ------------------------------------------------------------------ the model carries it
 
 

@@ -1,11 +1,14 @@
 """Evaluate a finished training run on its held-out split and write it as a bundled preset.
 
     python tools/make_preset.py RUN_DIR NAME DATASET [--baseline BASELINE_RUN] [--samples 8]
-        [--calibrate shortfall|std|none --bins N --cal-samples N]
+        [--calibrate shortfall|std|none --bins N --cal-samples N [--tune-shortfall]]
 
 The model is the run's best epoch by whole-field validation Pearson r (`model_best.keras`;
 `--last` takes `model.keras`). With `--calibrate`, its intervals are calibrated again on the
-dataset's validation split (never trained on, not the test split) before it is evaluated.
+dataset's validation split (never trained on, not the test split) before it is evaluated;
+`--tune-shortfall` first picks the shortfall's window and alpha on that split
+(`vsgan.evaluation.uncertainty.tune_shortfall`: the best rank of the error inside the nuclei
+among the settings that keep the field-level rank >= 0.6) and records the grid.
 
 Writes weights/NAME.weights.h5, the preset record weights/NAME.json (recipe, dataset and its
 arguments, config, channels, normalisation, calibration, sha256, held-out metrics, training
@@ -76,6 +79,7 @@ def main():
     p.add_argument("--calibrate", choices=("shortfall", "std", "none"))
     p.add_argument("--bins", type=int, default=8)
     p.add_argument("--cal-samples", type=int, help="Monte-Carlo samples of a std calibration")
+    p.add_argument("--tune-shortfall", action="store_true", help="pick window/alpha on val")
     args = p.parse_args()
 
     run = Path(args.run)
@@ -85,17 +89,36 @@ def main():
     recipe, facts = run_facts(run)
     if best.exists() and not args.last:
         facts["best_epoch"] = json.loads((run / "model_best.keras.json").read_text())["epoch"]
+    tuning = None
     if args.calibrate:
         from vsgan.evaluation.report import dataset_for_model
-        from vsgan.inference.calibration import calibrate_split
+        from vsgan.evaluation.uncertainty import tune_shortfall
+        from vsgan.inference.calibration import ALPHA, WINDOW, calibrate_split, split_fields
 
         spec, _, _ = dataset_for_model(
             model, args.dataset, args.data, **recipe.get("dataset_args", {})
         )
+        window, alpha = WINDOW, ALPHA
+        if args.tune_shortfall:
+            fields = list(split_fields(model, spec, "val"))
+            means = [vsgan.stain(model, x).mean for x, _ in fields]
+            targets = [np.asarray(y, np.float32) for _, y in fields]
+            window, alpha, rows = tune_shortfall(means, targets)
+            tuning = {"split": "val", "field_min": 0.6, "window": window, "alpha": alpha}
+            tuning["rows"] = rows
+            for r in rows:
+                print("shortfall", r)
         cal = calibrate_split(
-            model, spec, "val", scale=args.calibrate, bins=args.bins, samples=args.cal_samples
+            model,
+            spec,
+            "val",
+            scale=args.calibrate,
+            bins=args.bins,
+            samples=args.cal_samples,
+            window=window,
+            alpha=alpha,
         )
-        print("calibration", cal.scale, "bins", len(cal.edges[0]) + 1, cal.source)
+        print("calibration", cal.scale, "bins", len(cal.edges[0]) + 1, cal.window, cal.alpha)
     out = run / "heldout"
     rows = evaluate_dataset(
         model, args.dataset, data_dir=args.data, out_dir=out, figures=True, samples=1
@@ -117,6 +140,8 @@ def main():
         "metrics": metrics,
         "training": facts,
     }
+    if tuning:
+        card["shortfall_tuning"] = tuning
     if args.baseline:
         base = vsgan.load_pretrained(Path(args.baseline) / "model.keras")
         brows = evaluate_dataset(base, args.dataset, data_dir=args.data, figures=False, samples=1)

@@ -248,37 +248,93 @@ class PatchSampler:
             return len(self.field_ids)
         return None
 
-    def epoch_plan(self, epoch: int) -> Iterator[list[tuple[int, int, int, int, int]]]:
-        """The patches ``(field, y0, x0, h, w)`` of `epoch`, in chunks of at most `capacity`
-        fields (shuffled within a chunk); lazy, so a chunk is planned when its fields are loaded."""
+    def num_chunks(self) -> int:
+        """Chunks per epoch: groups of at most `capacity` fields, planned and visited in turn."""
+        return -(-len(self.field_ids) // self.capacity)
+
+    def chunk_plan(self, epoch: int, chunk: int) -> list[tuple[int, int, int, int, int]]:
+        """The patches ``(field, y0, x0, h, w)`` of one chunk of `epoch` (shuffled within it),
+        with its fields loaded. A function of ``(seed, epoch, chunk)`` alone, so any chunk can be
+        planned without planning the ones before it."""
         rng = np.random.default_rng([self.seed, epoch])
         ids = list(self.field_ids)
         train = self.split == "train"
         if train:
             ids = [ids[k] for k in rng.permutation(len(ids))]
-        for c in range(0, len(ids), self.capacity):
-            chunk = ids[c : c + self.capacity]
-            self.cache.load(chunk)
-            patches = [p for i in chunk for p in self._plan_field(i, rng)]
-            if train:
-                patches = [patches[k] for k in rng.permutation(len(patches))]
-            yield patches
+        if chunk:
+            rng = np.random.default_rng([self.seed, epoch, chunk])
+        fields = ids[chunk * self.capacity : (chunk + 1) * self.capacity]
+        self.cache.load(fields)
+        patches = [p for i in fields for p in self._plan_field(i, rng)]
+        if train:
+            patches = [patches[k] for k in rng.permutation(len(patches))]
+        return patches
+
+    def epoch_plan(self, epoch: int) -> Iterator[list[tuple[int, int, int, int, int]]]:
+        """The patches ``(field, y0, x0, h, w)`` of `epoch`, in chunks of at most `capacity`
+        fields (shuffled within a chunk); lazy, so a chunk is planned when its fields are loaded."""
+        for c in range(self.num_chunks()):
+            yield self.chunk_plan(epoch, c)
+
+    def patch_seed(self, epoch: int, chunk: int, k: int) -> np.ndarray:
+        """The augmentation seed of the `k`-th patch of a chunk: int64 (2,)."""
+        return np.array([self.seed * 1_000_003 + epoch, (chunk << 32) + k], np.int64)
+
+    def start_epoch(self) -> int:
+        """The epoch a new pass over the split draws (then the next pass draws the next one)."""
+        epoch = self.epoch
+        self.epoch += 1
+        return epoch
+
+    def crop(self, field: int, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The input and target of one planned patch (decoding its field if it is not held)."""
+        x, y, _ = self.cache.get(int(field))
+        return x[y0 : y0 + h, x0 : x0 + w], y[y0 : y0 + h, x0 : x0 + w]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yields ``(x, y, seed)`` for one epoch: (h, w, Cin), (h, w, Cout) float32, int64 (2,)."""
-        epoch = self.epoch
-        self.epoch += 1
-        k = 0
-        for chunk in self.epoch_plan(epoch):
-            self.cache.load(list(dict.fromkeys(p[0] for p in chunk)))
-            for i, y0, x0, h, w in chunk:
-                x, y, _ = self.cache.get(i)
-                yield (
-                    x[y0 : y0 + h, x0 : x0 + w],
-                    y[y0 : y0 + h, x0 : x0 + w],
-                    np.array([self.seed * 1_000_003 + epoch, k], np.int64),
+        epoch = self.start_epoch()
+        for c, chunk in enumerate(self.epoch_plan(epoch)):
+            for k, patch in enumerate(chunk):
+                yield (*self.crop(*patch), self.patch_seed(epoch, c, k))
+
+    def dataset(self) -> tf.data.Dataset:
+        """One pass (epoch) per iteration as a `tf.data.Dataset` of ``(x, y, seed)``.
+
+        Built from `tf.numpy_function` calls (one per chunk plan, one per crop), not from
+        `tf.data.Dataset.from_generator`: once a generator dataset has produced an element, every
+        later training step in the process runs 2-3x slower on CPU
+        (`benchmarks/bench_fit_input.py`). The calls run in order, so the stream is the one
+        `iter(sampler)` yields.
+        """
+        h, w = self.patch_size if self.patch_size is not None else (None, None)
+        cin, cout = self.in_channels, self.out_channels
+
+        def plan(epoch, chunk):
+            rows = [(epoch, chunk, k, *p) for k, p in enumerate(self.chunk_plan(epoch, chunk))]
+            return np.array(rows, np.int64).reshape(-1, 8)
+
+        def patch(row):
+            x, y = tf.numpy_function(
+                lambda r: self.crop(*r), [row[3:]], [tf.float32, tf.float32], stateful=True
+            )
+            seed = tf.stack([self.seed * 1_000_003 + row[0], row[1] * 2**32 + row[2]])
+            return tf.ensure_shape(x, (h, w, cin)), tf.ensure_shape(y, (h, w, cout)), seed
+
+        def chunks(epoch):
+            rows = tf.data.Dataset.range(self.num_chunks()).map(
+                lambda c: tf.ensure_shape(
+                    tf.numpy_function(plan, [epoch, c], tf.int64, stateful=True), (None, 8)
                 )
-                k += 1
+            )
+            return rows.flat_map(tf.data.Dataset.from_tensor_slices)
+
+        start = tf.data.Dataset.range(1).map(
+            lambda _: tf.numpy_function(
+                lambda: np.int64(self.start_epoch()), [], tf.int64, stateful=True
+            )
+        )
+        return start.flat_map(chunks).map(patch)
 
 
 def _norm_ready(spec: PairedDataset) -> bool:
@@ -346,13 +402,7 @@ def make_dataset(
         augment = Augmentation() if split == "train" else False
     elif augment is True:
         augment = Augmentation()
-    h, w = sampler.patch_size if sampler.patch_size is not None else (None, None)
-    signature = (
-        tf.TensorSpec((h, w, sampler.in_channels), tf.float32),
-        tf.TensorSpec((h, w, sampler.out_channels), tf.float32),
-        tf.TensorSpec((2,), tf.int64),
-    )
-    ds = tf.data.Dataset.from_generator(lambda: iter(sampler), output_signature=signature)
+    ds = sampler.dataset()
     if repeat:
         ds = ds.repeat()
     if augment:

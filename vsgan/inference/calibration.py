@@ -48,6 +48,7 @@ __all__ = [
     "calibrate_split",
     "check_level",
     "shortfall",
+    "split_fields",
 ]
 
 VERSION = 1
@@ -410,6 +411,8 @@ def calibrate_model(
     tile_size: int | None = None,
     source: str = "",
     store: bool = True,
+    window: int = WINDOW,
+    alpha: float = ALPHA,
 ) -> Calibration:
     """Stains `(raw input, target)` fields, fits a `Calibration` and stores it in the model.
 
@@ -426,6 +429,8 @@ def calibrate_model(
         tile_size: tile side for `stain`.
         source: a note on the calibration data, kept in the record.
         store: set `model.calibration` to the result.
+        window: the "shortfall" neighbourhood (pixels).
+        alpha: the "shortfall" share of the pixel's own prediction.
 
     Returns:
         the `Calibration`.
@@ -458,10 +463,36 @@ def calibrate_model(
         samples=samples,
         tta=tta,
         source=source,
+        window=window,
+        alpha=alpha,
     )
     if store:
         model.calibration = cal.get_config()
     return cal
+
+
+def split_fields(model, spec, split: str = "val"):
+    """The ``(raw input, target)`` regions of a `PairedDataset`'s `split`, in the model's
+    channel order (channels are matched by name): what `calibrate_split` stains.
+
+    Args:
+        model: a `Pix2PixHD`.
+        spec: the `PairedDataset`.
+        split: "train", "val" or "test".
+
+    Yields:
+        ``(x, y)`` arrays, (h, w, C_in) raw and (h, w, C_out) target units.
+    """
+    from vsgan.io.readers import resolve_channels
+
+    where = f"dataset {spec.name!r}"
+    x_idx = resolve_channels(spec.input_names, model.input_channels, spec.in_channels, where)
+    y_idx = resolve_channels(spec.target_names, model.output_channels, spec.out_channels, where)
+    for field in spec.fields_in(split):
+        x, y = field.read()
+        x, y = x[..., x_idx], y[..., y_idx]
+        for y0, y1, x0, x1 in field.rects(split, x.shape[:2]):
+            yield x[y0:y1, x0:x1], y[y0:y1, x0:x1]
 
 
 def calibrate_split(model, spec, split: str = "val", **kwargs) -> Calibration:
@@ -479,18 +510,5 @@ def calibrate_split(model, spec, split: str = "val", **kwargs) -> Calibration:
     Returns:
         the `Calibration` (also stored in `model.calibration`).
     """
-    from vsgan.io.readers import resolve_channels
-
-    where = f"dataset {spec.name!r}"
-    x_idx = resolve_channels(spec.input_names, model.input_channels, spec.in_channels, where)
-    y_idx = resolve_channels(spec.target_names, model.output_channels, spec.out_channels, where)
-
-    def regions():
-        for field in spec.fields_in(split):
-            x, y = field.read()
-            x, y = x[..., x_idx], y[..., y_idx]
-            for y0, y1, x0, x1 in field.rects(split, x.shape[:2]):
-                yield x[y0:y1, x0:x1], y[y0:y1, x0:x1]
-
     kwargs.setdefault("source", f"{spec.name} {split} split")
-    return calibrate_model(model, regions(), **kwargs)
+    return calibrate_model(model, split_fields(model, spec, split), **kwargs)
