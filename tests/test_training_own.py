@@ -135,6 +135,7 @@ def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path,
     from conftest import TINY
     from vsgan.data.augment import Augmentation
     from vsgan.errors import InputError
+    from vsgan.training.callbacks import average_snapshots
     from vsgan.training.recipes import Recipe, train
     from vsgan.zoo import load_pretrained
 
@@ -173,6 +174,13 @@ def test_a_recipe_sets_the_augmentation_and_keeps_a_snapshot_per_epoch(tmp_path,
         not np.array_equal(a, b)
         for a, b in zip(other.generator.get_weights(), model.generator.get_weights())
     )
+    # Weight averaging: the mean of the two epochs' weights, array by array.
+    first = other.generator.get_weights()
+    average_snapshots(other.generator, sorted((tmp_path / "run" / "snapshots").iterdir()))
+    for a, w1, w2 in zip(other.generator.get_weights(), first, model.generator.get_weights()):
+        np.testing.assert_allclose(a, (w1 + w2) / 2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputError, match="snapshots: true"):
+        average_snapshots(other.generator, [])
     # `--overwrite` removes the snapshots vsgan wrote, not a user's file beside them.
     (tmp_path / "run" / "snapshots" / "mine.txt").write_text("keep")
     train(recipe, "run", verbose=0, overwrite=True)

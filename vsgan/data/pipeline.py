@@ -310,21 +310,21 @@ class PatchSampler:
         h, w = self.patch_size if self.patch_size is not None else (None, None)
         cin, cout = self.in_channels, self.out_channels
 
-        def plan(epoch, chunk):
-            rows = [(epoch, chunk, k, *p) for k, p in enumerate(self.chunk_plan(epoch, chunk))]
-            return np.array(rows, np.int64).reshape(-1, 8)
+        def plan(epoch, chunk):  # rows: seed (2), field, y0, x0, h, w
+            patches = self.chunk_plan(epoch, chunk)
+            rows = [(*self.patch_seed(epoch, chunk, k), *p) for k, p in enumerate(patches)]
+            return np.array(rows, np.int64).reshape(-1, 7)
 
         def patch(row):
             x, y = tf.numpy_function(
-                lambda r: self.crop(*r), [row[3:]], [tf.float32, tf.float32], stateful=True
+                lambda r: self.crop(*r), [row[2:]], [tf.float32, tf.float32], stateful=True
             )
-            seed = tf.stack([self.seed * 1_000_003 + row[0], row[1] * 2**32 + row[2]])
-            return tf.ensure_shape(x, (h, w, cin)), tf.ensure_shape(y, (h, w, cout)), seed
+            return tf.ensure_shape(x, (h, w, cin)), tf.ensure_shape(y, (h, w, cout)), row[:2]
 
         def chunks(epoch):
             rows = tf.data.Dataset.range(self.num_chunks()).map(
                 lambda c: tf.ensure_shape(
-                    tf.numpy_function(plan, [epoch, c], tf.int64, stateful=True), (None, 8)
+                    tf.numpy_function(plan, [epoch, c], tf.int64, stateful=True), (None, 7)
                 )
             )
             return rows.flat_map(tf.data.Dataset.from_tensor_slices)

@@ -14,8 +14,9 @@ import math
 import os
 
 import keras
+import numpy as np
 
-from vsgan.errors import TrainingDiverged, VsganError
+from vsgan.errors import InputError, TrainingDiverged, VsganError
 from vsgan.io.files import atomic_path
 
 __all__ = ["TrainingDiverged"]  # defined in vsgan.errors, so `Pix2PixHD.fit` can raise it
@@ -153,6 +154,28 @@ class Snapshots(keras.callbacks.Callback):
             self.record(path)
         with atomic_path(path, overwrite=True) as tmp:
             self.model.generator.save_weights(tmp)
+
+
+def average_snapshots(generator, paths) -> None:
+    """Sets `generator`'s weights to the mean of the snapshot files `paths` (weight averaging).
+
+    Averaging the weights of the epochs along the learning-rate decay gives one model that
+    stains like the snapshot ensemble's mean at the cost of one pass (the generator has no
+    batch statistics to re-estimate: its norms are per-instance).
+
+    Args:
+        generator: the model's generator (`model.generator`), built.
+        paths: `Snapshots` files of that architecture.
+    """
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise InputError("no snapshot files to average. Fix: train with snapshots: true.")
+    total = None
+    for path in paths:
+        generator.load_weights(path)
+        weights = [np.asarray(w, np.float64) for w in generator.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights)]
+    generator.set_weights([t / len(paths) for t in total])
 
 
 class NanGuard(keras.callbacks.Callback):
