@@ -190,7 +190,9 @@ def main():
         previous = json.loads((REPO / "weights" / f"{args.name}.json").read_text())
         card["baseline_l1"] = previous["baseline_l1"]
     if args.baseline:
-        base = vsgan.load_pretrained(Path(args.baseline) / "model.keras")
+        base_run = Path(args.baseline)  # its best epoch too, by the same validation
+        base_best = base_run / "model_best.keras"
+        base = vsgan.load_pretrained(base_best if base_best.exists() else base_run / "model.keras")
         brows = evaluate_dataset(base, args.dataset, data_dir=args.data, figures=False, samples=1)
         card["baseline_l1"] = {"test": summary(brows, channel), **run_facts(Path(args.baseline))[1]}
         print("L1 baseline", json.dumps(card["baseline_l1"], indent=1))
