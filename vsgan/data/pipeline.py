@@ -289,7 +289,8 @@ class PatchSampler:
     def crop(self, field: int, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """The input and target of one planned patch (decoding its field if it is not held)."""
         x, y, _ = self.cache.get(int(field))
-        return x[y0 : y0 + h, x0 : x0 + w], y[y0 : y0 + h, x0 : x0 + w]
+        patch = x[y0 : y0 + h, x0 : x0 + w], y[y0 : y0 + h, x0 : x0 + w]
+        return tuple(np.asarray(a, np.float32) for a in patch)  # what the dataset declares
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yields ``(x, y, seed)`` for one epoch: (h, w, Cin), (h, w, Cout) float32, int64 (2,)."""
